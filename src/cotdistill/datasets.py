@@ -9,7 +9,7 @@ source's own fields that the schema does not name), plus per task:
 - nli: ``premise``, ``hypothesis``, ``choices`` (the three relations); ``answer_label`` is the relation.
 - math (SVAMP): ``body``, ``question``, ``equation``, ``answer`` (float); ``answer_label`` is the equation.
 
-Each loader is one registered function ``(spec, split) -> Loaded``; ``spec`` is the dataset's config entry.
+Each loader is one registered function ``(name, spec, split) -> Loaded``; ``spec`` is the dataset's config entry.
 Hub loaders also take ``path``: a local file or folder in the hub's own schema, for machines without the hub.
 """
 
@@ -54,7 +54,7 @@ class Loaded:
     source: str
 
 
-Loader = Callable[[dict, str], Loaded]
+Loader = Callable[[str, dict, str], Loaded]
 LOADERS: Registry[Loader] = Registry("dataset loader")
 
 
@@ -69,7 +69,7 @@ def _source_split(spec: dict, split: str, default: dict[str, str]) -> str:
     return mapping[split]
 
 
-def _hub_or_local(spec: dict, split: str, hub_id: str, config: str | None, source_split: str):
+def _hub_or_local(name: str, spec: dict, hub_id: str, config: str | None, source_split: str):
     """Load a split from the hub, or from ``spec['path']`` holding files in the hub's schema."""
     import datasets
 
@@ -89,7 +89,7 @@ def _hub_or_local(spec: dict, split: str, hub_id: str, config: str | None, sourc
     except (ConnectionError, OSError) as err:
         raise DatasetError(
             f"could not load {hub_id!r} (split {source_split!r}) from the Hugging Face hub: {err}. "
-            f"Without the hub, set config key datasets.<name>.path to a local copy in the hub's schema "
+            f"Without the hub, set config key datasets.{name}.path to a local copy in the hub's schema "
             f"(a .jsonl/.parquet file or a folder with one file per split)"
         ) from None
     return ds, f"hub:{hub_id}/{source_split}"
@@ -119,17 +119,17 @@ def _mcqa(i: int, rid: str, question: str, labels: list[str], texts: list[str], 
 
 
 @LOADERS.register("csqa_hub")
-def csqa_hub(spec: dict, split: str) -> Loaded:
+def csqa_hub(name: str, spec: dict, split: str) -> Loaded:
     """CommonsenseQA from the hub (`tau/commonsense_qa`); its test split has no answers."""
     src = _source_split(spec, split, {"train": "train", "validation": "validation", "test": "validation"})
-    ds, source = _hub_or_local(spec, split, "tau/commonsense_qa", None, src)
+    ds, source = _hub_or_local(name, spec, "tau/commonsense_qa", None, src)
     rows = [_mcqa(i, r["id"], r["question"], r["choices"]["label"], r["choices"]["text"], r["answerKey"], r,
                   ["id", "question", "choices", "answerKey"]) for i, r in enumerate(ds)]
     return Loaded(rows, source)
 
 
 @LOADERS.register("csqa_jsonl")
-def csqa_jsonl(spec: dict, split: str) -> Loaded:
+def csqa_jsonl(name: str, spec: dict, split: str) -> Loaded:
     """CommonsenseQA v1.11 release files; the labelled dev set serves as test, as in both papers."""
     files = {"train": "train_rand_split.jsonl", "test": "dev_rand_split.jsonl", **spec.get("files", {})}
     if split not in files:
@@ -146,7 +146,7 @@ def csqa_jsonl(spec: dict, split: str) -> Loaded:
 
 
 @LOADERS.register("csqa_dss")
-def csqa_dss(spec: dict, split: str) -> Loaded:
+def csqa_dss(name: str, spec: dict, split: str) -> Loaded:
     """CommonsenseQA in the Distilling Step-by-Step layout (``cqa_{split}.json``, answer given as text)."""
     path = Path(spec["path"]) / f"cqa_{_source_split(spec, split, {'train': 'train', 'test': 'test'})}.json"
     rows = []
@@ -162,10 +162,10 @@ def csqa_dss(spec: dict, split: str) -> Loaded:
 
 
 @LOADERS.register("openbookqa_hub")
-def openbookqa_hub(spec: dict, split: str) -> Loaded:
+def openbookqa_hub(name: str, spec: dict, split: str) -> Loaded:
     """OpenBookQA, `main` configuration (question stem only, no fact)."""
     src = _source_split(spec, split, {"train": "train", "validation": "validation", "test": "test"})
-    ds, source = _hub_or_local(spec, split, "allenai/openbookqa", spec.get("hub_config", "main"), src)
+    ds, source = _hub_or_local(name, spec, "allenai/openbookqa", spec.get("hub_config", "main"), src)
     rows = [_mcqa(i, r["id"], r["question_stem"], r["choices"]["label"], r["choices"]["text"], r["answerKey"],
                   r, ["id", "question_stem", "choices", "answerKey"]) for i, r in enumerate(ds)]
     return Loaded(rows, source)
@@ -175,10 +175,10 @@ _QUAREL_CHOICES = re.compile(r"^(?P<stem>.*?)\s*\(A\)\s*(?P<a>.*?)\s*\(B\)\s*(?P
 
 
 @LOADERS.register("quarel_hub")
-def quarel_hub(spec: dict, split: str) -> Loaded:
+def quarel_hub(name: str, spec: dict, split: str) -> Loaded:
     """QuaRel: the two options are inline in the question as ``(A) ... (B) ...``."""
     src = _source_split(spec, split, {"train": "train", "validation": "validation", "test": "test"})
-    ds, source = _hub_or_local(spec, split, "allenai/quarel", None, src)
+    ds, source = _hub_or_local(name, spec, "allenai/quarel", None, src)
     rows = []
     for i, r in enumerate(ds):
         m = _QUAREL_CHOICES.match(r["question"])
@@ -197,21 +197,21 @@ def _nli(i: int, rid: str, r: dict, label: Any, used: Iterable[str]) -> dict:
 
 
 @LOADERS.register("esnli_hub")
-def esnli_hub(spec: dict, split: str) -> Loaded:
+def esnli_hub(name: str, spec: dict, split: str) -> Loaded:
     """e-SNLI; rows have no ids, so the id is the split and row number (as DSS aligns its PaLM files)."""
     src = _source_split(spec, split, {"train": "train", "validation": "validation", "test": "test"})
-    ds, source = _hub_or_local(spec, split, "esnli", None, src)
+    ds, source = _hub_or_local(name, spec, "esnli", None, src)
     rows = [_nli(i, f"{src}-{i}", r, r["label"], ["premise", "hypothesis", "label"])
             for i, r in enumerate(ds) if r["label"] in (0, 1, 2)]
     return Loaded(rows, source)
 
 
 @LOADERS.register("anli_hub")
-def anli_hub(spec: dict, split: str) -> Loaded:
+def anli_hub(name: str, spec: dict, split: str) -> Loaded:
     """ANLI of one round (config key ``round``, default 1)."""
     rnd = spec.get("round", 1)
     default = {"train": f"train_r{rnd}", "validation": f"dev_r{rnd}", "test": f"test_r{rnd}"}
-    ds, source = _hub_or_local(spec, split, "facebook/anli", None, _source_split(spec, split, default))
+    ds, source = _hub_or_local(name, spec, "facebook/anli", None, _source_split(spec, split, default))
     rows = [_nli(i, r["uid"], r, r["label"], ["uid", "premise", "hypothesis", "label"]) for i, r in enumerate(ds)]
     return Loaded(rows, source)
 
@@ -248,17 +248,17 @@ def _math(i: int, rid: str, body: str, question: str, equation: str, answer: flo
 
 
 @LOADERS.register("svamp_hub")
-def svamp_hub(spec: dict, split: str) -> Loaded:
+def svamp_hub(name: str, spec: dict, split: str) -> Loaded:
     """SVAMP (`ChilleD/SVAMP`, 700/300 split); ``path`` may also point at the original SVAMP.json."""
     src = _source_split(spec, split, {"train": "train", "test": "test"})
-    ds, source = _hub_or_local(spec, split, "ChilleD/SVAMP", None, src)
+    ds, source = _hub_or_local(name, spec, "ChilleD/SVAMP", None, src)
     rows = [_math(i, r["ID"], r["Body"], r["Question"], r["Equation"], r["Answer"], r,
                   ["ID", "Body", "Question", "Equation", "Answer"]) for i, r in enumerate(ds)]
     return Loaded(rows, source)
 
 
 @LOADERS.register("svamp_dss")
-def svamp_dss(spec: dict, split: str) -> Loaded:
+def svamp_dss(name: str, spec: dict, split: str) -> Loaded:
     """SVAMP in the DSS layout (``svamp_{split}.json``: input = body + newline + question, label = equation)."""
     src = _source_split(spec, split, {"train": "train", "test": "test"})
     path = Path(spec["path"]) / f"svamp_{src}.json"
@@ -303,7 +303,7 @@ def subsample(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
 def load_split(name: str, spec: dict, split: str, seed: int = 0) -> pd.DataFrame:
     """Load, normalise, check and subsample one split of the dataset configured as `name`."""
     loader = LOADERS.get(spec["loader"], f"datasets.{name}.loader")
-    loaded = loader(spec, split)
+    loaded = loader(name, spec, split)
     if not loaded.rows:
         raise DatasetError(f"{loaded.source}: no rows for split {split!r}")
     df = pd.DataFrame(loaded.rows)

@@ -1,0 +1,45 @@
+"""Shared fixtures: paths, and a tiny random causal LM with the real GPT-2 tokenizer shipped in resources/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+GPT2_TOKENIZER = ROOT / "tests" / "resources" / "gpt2-tokenizer"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the hub is unreachable here; fail fast instead of retrying
+
+
+def build_tiny_gpt2(folder: Path, seed: int = 0) -> Path:
+    """A 2-layer GPT-2 with random weights and the real GPT-2 BPE tokenizer, saved as a local model folder."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+    tok = GPT2TokenizerFast.from_pretrained(GPT2_TOKENIZER)
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(tok), n_positions=1024, n_embd=32, n_layer=2, n_head=2,
+                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    return build_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture()
+def workdir(tmp_path) -> Path:
+    """A copy of the workflow (not results/) in a temp dir, as a user's checkout would be."""
+    for name in ["Snakefile", "rules", "workflow_scripts", "schemas", "prompts", "envs", "profiles"]:
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    (tmp_path / "data").symlink_to(ROOT / "data")
+    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    return tmp_path

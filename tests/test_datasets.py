@@ -1,0 +1,129 @@
+import json
+
+import pandas as pd
+import pytest
+
+from cotdistill.datasets import COMMON_COLUMNS, DatasetError, eval_equation, load_split, subsample
+from cotdistill.registry import UnknownNameError
+
+from .conftest import FIXTURES, ROOT
+
+
+def test_csqa_dss_real_release():
+    df = load_split("csqa", {"loader": "csqa_dss", "path": str(ROOT / "data/dss/cqa")}, "test")
+    assert len(df) == 1221
+    row = df.iloc[0]
+    assert row["task"] == "mcqa"
+    assert [c["label"] for c in row["choices"]] == list("ABCDE")
+    assert row["answer_text"] == next(c["text"] for c in row["choices"] if c["label"] == row["answer_label"])
+    assert set(COMMON_COLUMNS) <= set(df.columns)
+    assert "abstractive_explanation" in json.loads(row["source_fields"])
+
+
+def test_csqa_jsonl_original_release():
+    spec = {"loader": "csqa_jsonl", "path": str(FIXTURES / "csqa_jsonl")}
+    test = load_split("csqa", spec, "test")
+    assert test.iloc[0]["id"] == "1afa02df02c908a558b4036e80242fac"
+    assert test.iloc[0]["answer_label"] == "A" and test.iloc[0]["answer_text"] == "bank"
+    assert json.loads(test.iloc[0]["source_fields"])["question_concept"] == "revolving door"
+    assert len(load_split("csqa", spec, "train")) == 6
+
+
+@pytest.mark.parametrize(
+    ("loader", "folder", "split", "expect"),
+    [
+        ("csqa_hub", "csqa_hub", "test", {"answer_label": "A", "answer_text": "bank"}),
+        ("openbookqa_hub", "openbookqa", "train",
+         {"answer_label": "D", "question": "The sun is responsible for"}),
+        ("quarel_hub", "quarel", "train",
+         {"answer_label": "B", "answer_text": "ice",
+          "question": "Mike was snowboarding on the snow and hit a piece of ice. He went much faster on the ice "
+                      "because _____ is smoother."}),
+        ("esnli_hub", "esnli", "train", {"answer_label": "neutral", "id": "train-0"}),
+        ("anli_hub", "anli", "train", {"answer_label": "entailment"}),
+        ("svamp_hub", "svamp_hub", "train", {"equation": "( 290.0 / 2.0 )", "answer": 145.0}),
+    ],
+)
+def test_hub_loaders_read_local_copies_in_hub_schema(loader, folder, split, expect):
+    df = load_split("d", {"loader": loader, "path": str(FIXTURES / folder)}, split)
+    first = df.iloc[0].to_dict()
+    for key, value in expect.items():
+        assert first[key] == value, key
+
+
+def test_quarel_choices_split_from_question():
+    df = load_split("q", {"loader": "quarel_hub", "path": str(FIXTURES / "quarel")}, "train")
+    assert [c["text"] for c in df.iloc[1]["choices"]] == ["thread", "branch"]
+
+
+def test_esnli_drops_unlabelled_pairs():
+    df = load_split("e", {"loader": "esnli_hub", "path": str(FIXTURES / "esnli")}, "train")
+    assert list(df["answer_label"]) == ["neutral", "contradiction", "entailment"]
+
+
+def test_svamp_dss_splits_body_and_question():
+    df = load_split("s", {"loader": "svamp_dss", "path": str(ROOT / "data/dss/svamp")}, "train")
+    assert len(df) == 800
+    row = df.iloc[0]
+    assert row["question"] == "How many points did he score per round?"
+    assert row["answer"] == 42.0 and row["answer_label"] == "( 84.0 / 2.0 )"
+
+
+def test_hub_unreachable_names_local_option():
+    with pytest.raises(DatasetError, match=r"datasets\.quarel\.path"):
+        load_split("quarel", {"loader": "quarel_hub"}, "train")
+
+
+def test_unknown_loader_lists_choices():
+    with pytest.raises(UnknownNameError, match=r"datasets\.x\.loader.*csqa_dss"):
+        load_split("x", {"loader": "nope"}, "train")
+
+
+def test_unknown_split_is_reported():
+    with pytest.raises(DatasetError, match="split 'validation'"):
+        load_split("csqa", {"loader": "csqa_dss", "path": str(ROOT / "data/dss/cqa")}, "validation")
+
+
+def _write(tmp_path, rows):
+    with open(tmp_path / "train_rand_split.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    return {"loader": "csqa_jsonl", "path": str(tmp_path)}
+
+
+def _row(rid, answer="A"):
+    return {"id": rid, "answerKey": answer, "question": {"stem": "q?", "choices": [
+        {"label": "A", "text": "a"}, {"label": "B", "text": "b"}]}}
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([_row("r1"), _row("r1")], r"train_rand_split.jsonl: duplicate row id 'r1'"),
+        ([_row("r1"), _row("r2", answer=None)], r"train_rand_split.jsonl: row id 'r2': missing answer"),
+        ([_row("r1", answer="E")], r"train_rand_split.jsonl: row id 'r1': answer 'E' is not among"),
+    ],
+)
+def test_bad_rows_name_file_and_row(tmp_path, rows, message):
+    with pytest.raises(DatasetError, match=message):
+        load_split("csqa", _write(tmp_path, rows), "train")
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(DatasetError, match=r"cqa_train.json: file does not exist"):
+        load_split("csqa", {"loader": "csqa_dss", "path": str(tmp_path)}, "train")
+
+
+def test_subsample_is_seeded_ordered_and_nested():
+    df = pd.DataFrame({"id": [f"r{i}" for i in range(100)]})
+    small, large = subsample(df, 10, seed=3), subsample(df, 30, seed=3)
+    assert list(small["id"]) == list(subsample(df, 10, seed=3)["id"])
+    assert list(small["id"]) != list(subsample(df, 10, seed=4)["id"])
+    assert set(small["id"]) < set(large["id"])
+    assert list(large["id"]) == sorted(large["id"], key=lambda s: int(s[1:]))
+
+
+def test_eval_equation_rejects_code():
+    assert eval_equation("( ( 17.0 + 15.0 ) + 2.0 )") == 34.0
+    with pytest.raises(ValueError, match="not an arithmetic equation"):
+        eval_equation("__import__('os')")
