@@ -15,14 +15,14 @@ GPT2_TOKENIZER = ROOT / "tests" / "resources" / "gpt2-tokenizer"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the hub is unreachable here; fail fast instead of retrying
 
 
-def build_tiny_gpt2(folder: Path, seed: int = 0) -> Path:
+def build_tiny_gpt2(folder: Path, seed: int = 0, width: int = 32, heads: int = 2) -> Path:
     """A 2-layer GPT-2 with random weights and the real GPT-2 BPE tokenizer, saved as a local model folder."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
     tok = GPT2TokenizerFast.from_pretrained(GPT2_TOKENIZER)
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=len(tok), n_positions=1024, n_embd=32, n_layer=2, n_head=2,
+    config = GPT2Config(vocab_size=len(tok), n_positions=1024, n_embd=width, n_layer=2, n_head=heads,
                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     GPT2LMHeadModel(config).save_pretrained(folder)
     tok.save_pretrained(folder)
