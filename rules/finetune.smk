@@ -1,0 +1,23 @@
+rule finetune:
+    input:
+        targets="results/targets/{dataset}/{teacher}/{ablation}/train.parquet",
+        model=converted_student,
+    output:
+        directory("results/models/{dataset}/{teacher}/{student}/{ablation}/seed{seed}"),
+    log:
+        "results/logs/finetune/{dataset}/{teacher}/{student}/{ablation}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/finetune/{dataset}/{teacher}/{student}/{ablation}/seed{seed}.tsv"
+    conda:
+        "../envs/cotdistill.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+    params:
+        student=student_spec,
+        settings=training_settings,
+        ablation=ablation_spec,
+        data_seed=config["seed"],
+        checkpoints="results/checkpoints/{dataset}/{teacher}/{student}/{ablation}/seed{seed}",
+    script:
+        "../workflow_scripts/finetune.py"

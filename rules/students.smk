@@ -1,0 +1,11 @@
+rule convert_student:
+    output:
+        directory("results/hf/{student}"),
+    log:
+        "results/logs/hf/{student}.log",
+    conda:
+        "../envs/cotdistill.yaml"
+    params:
+        spec=student_spec,
+    script:
+        "../workflow_scripts/convert_student.py"

@@ -1,0 +1,16 @@
+rule targets:
+    input:
+        data="results/data/{dataset}/{split}.parquet",
+        rationales="results/rationales/{teacher}/{dataset}/{split}.parquet",
+    output:
+        "results/targets/{dataset}/{teacher}/{ablation}/{split}.parquet",
+    log:
+        "results/logs/targets/{dataset}/{teacher}/{ablation}/{split}.log",
+    conda:
+        "../envs/cotdistill.yaml"
+    params:
+        spec=ablation_spec,
+        label_format=config["targets"]["label_format"],
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/build_targets.py"

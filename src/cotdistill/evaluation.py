@@ -1,0 +1,169 @@
+"""Greedy evaluation of a fine-tuned student: stop at the closing marker, parse the label, score it honestly.
+
+Every accuracy comes with its Wilson 95% interval, the majority-class rate of the gold labels, the chance rate and
+a `collapsed` flag for a model that gives one answer to most items; unparsed outputs count as wrong.
+Throughput goes to a separate ``.speed.json`` so the eval JSON is byte-identical across reruns with one seed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from . import ablations, io
+from .datasets import COMMON_COLUMNS
+from .targets import candidate_labels, format_source, label_string
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = {"batch_size": 16, "max_new_tokens": 256}  # max_new_tokens bounds CoT-before generations
+COLLAPSE_SHARE = 0.8  # one predicted label for at least this share of items: the model has learned nothing
+_LABEL_RE = re.compile(re.escape(ablations.MARK) + r"\s*(.*?)\s*" + re.escape(ablations.MARK), re.S | re.I)
+
+
+class MarkerStop(StoppingCriteria):
+    """Stops each sequence once its generated text holds two markers (the closing one after the label)."""
+
+    def __init__(self, tokenizer, prompt_len: int, count: int = 2) -> None:
+        self.tok, self.prompt_len, self.count = tokenizer, prompt_len, count
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        texts = self.tok.batch_decode(input_ids[:, self.prompt_len:], skip_special_tokens=True)
+        return torch.tensor([t.count(ablations.MARK) >= self.count for t in texts], device=input_ids.device)
+
+
+def normalise(label: str) -> str:
+    return " ".join(label.strip().strip(".()").lower().split())
+
+
+def parse_label(text: str) -> str | None:
+    """The label between the first pair of markers, tolerant of whitespace and case; None if absent."""
+    m = _LABEL_RE.search(text)
+    return normalise(m.group(1)) if m else None
+
+
+def label_budget(tokenizer, labels: list[str], margin: int = 2) -> int:
+    """New tokens a label-first target needs: the longest tokenized ``[FIN_LABEL] label [FIN_LABEL]``."""
+    return max(len(tokenizer(" " + ablations.wrap_label(lab), add_special_tokens=False)["input_ids"])
+               for lab in labels) + margin
+
+
+def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_size: int = 16,
+             stop_at_marker: bool = True, desc: str = "generate") -> list[str]:
+    """Greedy continuations of `sources`, batched with left padding, sorted by length to pad little."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    out: list[str] = [""] * len(sources)
+    device = next(model.parameters()).device
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
+        idx = order[start:start + batch_size]
+        enc = tokenizer([sources[i] for i in idx], return_tensors="pt", padding=True).to(device)
+        plen = enc["input_ids"].shape[1]
+        stop = StoppingCriteriaList([MarkerStop(tokenizer, plen)]) if stop_at_marker else None
+        with torch.inference_mode():
+            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, stopping_criteria=stop,
+                                 pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)
+        for i, text in zip(idx, tokenizer.batch_decode(ids[:, plen:], skip_special_tokens=True), strict=True):
+            out[i] = text
+    return out
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 0.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def canonical(pred: str | None, row: dict, label_format: str) -> str | None:
+    """The class a parsed prediction names: the choice letter for multiple choice (whatever the label format),
+    so majority rate and collapse are measured over answer positions; ``<invalid>`` when it names no choice."""
+    if pred is None:
+        return None
+    if row["task"] != "mcqa":
+        return pred
+    for c, lab in zip(row["choices"], candidate_labels(row, label_format), strict=True):
+        if normalise(lab) == pred:
+            return normalise(c["label"])
+    return "<invalid>"
+
+
+def score(predictions: list[str | None], gold: list[str], n_choices: int | None = None) -> dict:
+    """Accuracy with its interval beside the majority-class and chance rates, and the collapse flag.
+
+    `predictions` and `gold` are classes (`canonical`): for multiple choice the answer letters, so the majority
+    rate is what always answering the most frequent position scores, in either label format.
+    """
+    n = len(gold)
+    gold_n = [normalise(g) for g in gold]
+    correct = sum(p is not None and p == g for p, g in zip(predictions, gold_n, strict=True))
+    dist = Counter("<unparsed>" if p is None else p for p in predictions)
+    top_label, top_count = dist.most_common(1)[0] if dist else ("", 0)
+    majority_label, majority_count = Counter(gold_n).most_common(1)[0] if gold_n else ("", 0)
+    lo, hi = wilson(correct, n)
+    return {
+        "n": n, "correct": correct, "accuracy": correct / n if n else 0.0, "ci95": [lo, hi],
+        "unparsed": dist.get("<unparsed>", 0), "predicted_distribution": dict(sorted(dist.items())),
+        "majority_label": majority_label, "majority_rate": majority_count / n if n else 0.0,
+        "chance_rate": 1 / n_choices if n_choices else None,
+        "top_prediction": top_label, "top_prediction_share": top_count / n if n else 0.0,
+        "collapsed": bool(n and top_count / n >= COLLAPSE_SHARE),
+        "above_majority": bool(lo > (majority_count / n if n else 0.0)),
+    }
+
+
+def evaluate(model_dir: str, data: str, ablation: str, spec: dict, label_format: str, settings: dict,
+             out_json: str, out_predictions: str, out_speed: str, threads: int = 1) -> dict:
+    """Evaluate one fine-tuned model on one test split and write eval JSON, predictions and speed."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(threads)
+    settings = {**DEFAULTS, **settings}
+    df = io.read_parquet(data, required=COMMON_COLUMNS)
+    rows = df.to_dict("records")
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    gold = [label_string(r, label_format) for r in rows]
+    all_labels = sorted({lab for r in rows for lab in candidate_labels(r, label_format)} | set(gold))
+    first = ablations.label_first(spec, ablation)
+    max_new = label_budget(tok, all_labels) if first else int(settings["max_new_tokens"])
+    start = time.perf_counter()
+    texts = generate(model, tok, [format_source(r) for r in rows], max_new, int(settings["batch_size"]),
+                     desc=f"eval {ablation}")
+    seconds = time.perf_counter() - start
+    preds = [parse_label(t) for t in texts]
+    classes = [canonical(p, r, label_format) for p, r in zip(preds, rows, strict=True)]
+    gold_classes = [canonical(normalise(g), r, label_format) for g, r in zip(gold, rows, strict=True)]
+    n_choices = len(rows[0]["choices"]) if rows and rows[0]["task"] != "math" else None
+    result = {**score(classes, gold_classes, n_choices), "ablation": ablation, "label_format": label_format,
+              "model": str(Path(model_dir)),
+              "decoding": {"greedy": True, "max_new_tokens": max_new, "stop": "closing " + ablations.MARK,
+                           "label_first": first, "batch_size": int(settings["batch_size"])}}
+    io.write_parquet(pd.DataFrame({"id": [r["id"] for r in rows], "generated": texts, "parsed_label": preds,
+                                   "predicted_class": classes, "gold": [normalise(g) for g in gold],
+                                   "gold_class": gold_classes}), out_predictions)
+    io.write_json({"examples_per_s": len(rows) / seconds if seconds else None, "seconds": seconds,
+                   "n": len(rows), "device": str(next(model.parameters()).device), "threads": threads}, out_speed)
+    io.write_json(result, out_json)
+    log.info("%s: accuracy %.4f (95%% CI %.3f-%.3f), majority %.4f, unparsed %d, %.1f examples/s", ablation,
+             result["accuracy"], *result["ci95"], result["majority_rate"], result["unparsed"], len(rows) / seconds)
+    return result
+
+
+def load_eval(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())

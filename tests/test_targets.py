@@ -1,0 +1,69 @@
+import pandas as pd
+import pytest
+
+from cotdistill.ablations import ABLATIONS, MARK, label_first
+from cotdistill.datasets import load_split
+from cotdistill.registry import UnknownNameError
+from cotdistill.targets import build_targets, format_source, label_string
+
+from .conftest import ROOT
+
+ROW = {"id": "q1", "task": "mcqa", "question": "Where do you keep milk?", "answer_label": "B",
+       "answer_text": "fridge", "choices": [{"label": "A", "text": "oven"}, {"label": "B", "text": "fridge"}]}
+RAT = pd.DataFrame({"id": ["q1"], "rationale": ["Milk must stay cold."]})
+
+
+def _target(kind: str, label_format: str = "letter") -> pd.Series:
+    return build_targets(pd.DataFrame([ROW]), RAT, kind, {"kind": kind}, label_format, seed=0).iloc[0]
+
+
+def test_paper_target_formats_exactly():
+    assert _target("none")["target"] == "[FIN_LABEL] B [FIN_LABEL]"
+    assert _target("cot_before")["target"] == "Milk must stay cold. [FIN_LABEL] B [FIN_LABEL]"
+    assert _target("cot_after")["target"] == "[FIN_LABEL] B [FIN_LABEL] Milk must stay cold."
+    assert _target("cot_after", "text")["target"] == "[FIN_LABEL] fridge [FIN_LABEL] Milk must stay cold."
+
+
+@pytest.mark.parametrize("kind", ["none", "cot_before", "cot_after"])
+def test_label_span_points_at_the_label(kind):
+    for fmt in ("letter", "text"):
+        t = _target(kind, fmt)
+        assert t["target"][t["label_start"]:t["label_end"]] == t["label"] == label_string(ROW, fmt)
+
+
+def test_source_prompt():
+    assert format_source(ROW) == "Question: Where do you keep milk?\nChoices: A: oven; B: fridge\nAnswer:"
+
+
+def test_every_ablation_uses_the_same_rows():
+    data = load_split("csqa", {"loader": "csqa_dss", "path": str(ROOT / "data/dss/cqa"),
+                               "subsample": {"train": 30}}, "train")
+    rat = pd.DataFrame({"id": data["id"][:20], "rationale": ["r"] * 20})
+    ids = [list(build_targets(data, rat, k, {"kind": k}, "letter", 0)["id"]) for k in ("none", "cot_after")]
+    assert ids[0] == ids[1] and len(ids[0]) == 20
+
+
+def test_unknown_ablation_kind():
+    with pytest.raises(UnknownNameError, match=r"ablations.x.kind.*cot_after, cot_before, mask, none, shuffle"):
+        build_targets(pd.DataFrame([ROW]), RAT, "x", {"kind": "shuffle_everything"}, "letter", 0)
+
+
+def test_registry_flags():
+    assert label_first({"kind": "cot_after"}, "a") and not label_first({"kind": "cot_before"}, "b")
+    assert not label_first({"kind": "mask", "p": 0.5, "position": "before"}, "m")
+    assert ABLATIONS.get("shuffle").doc.startswith("Rationale words shuffled")
+    assert MARK == "[FIN_LABEL]"
+
+
+def test_shuffle_and_mask_are_seeded_perturbations():
+    rat = pd.DataFrame({"id": ["q1"], "rationale": ["one two three four five six seven eight"]})
+    data = pd.DataFrame([ROW])
+    s = build_targets(data, rat, "shuf", {"kind": "shuffle", "position": "before"}, "letter", 0).iloc[0]
+    words = s["target"].split(" [FIN_LABEL]")[0].split()
+    assert sorted(words) == sorted(rat["rationale"][0].split()) and s["target"].endswith("[FIN_LABEL] B [FIN_LABEL]")
+    again = build_targets(data, rat, "shuf", {"kind": "shuffle", "position": "before"}, "letter", 0).iloc[0]
+    assert again["target"] == s["target"]
+    m = build_targets(data, rat, "m", {"kind": "mask", "p": 1.0}, "letter", 0).iloc[0]
+    assert m["target"] == "[FIN_LABEL] B [FIN_LABEL] " + " ".join(["[MASK]"] * 8)
+    none_masked = build_targets(data, rat, "m", {"kind": "mask", "p": 0.0}, "letter", 0).iloc[0]
+    assert none_masked["target"].endswith(rat["rationale"][0])
