@@ -66,7 +66,7 @@ def test_whole_dag_report_and_targeted_reruns(workdir):
     md = (workdir / "results/reports/table1.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| tiny")]
     assert len(rows) == 6 and all("|  |" not in r and "| |" not in r for r in rows)
-    assert "after > before > none" in md and "Eval files used" in md
+    assert "Claim (Mysteries paper)" in md and "Eval files used" in md
     assert (workdir / "results/reports/table1.png").stat().st_size > 1000
     evals = json.loads((workdir / "results/eval/csqa/palm540b/tiny-a/none/seed0.json").read_text())
     assert {"accuracy", "n", "unparsed", "predicted_distribution", "decoding", "ci95", "majority_rate"} <= set(evals)
@@ -95,7 +95,7 @@ def test_same_seed_gives_the_same_eval_json(workdir):
 
 
 def test_killed_finetune_resumes_from_checkpoint(workdir):
-    write(workdir, tiny_config(workdir, epochs=30, eval_every=10))
+    write(workdir, tiny_config(workdir, epochs=30, eval_every=10, patience=100))  # no early stop
     model = "results/models/csqa/palm540b/tiny-a/none/seed0"
     ckpt = workdir / "results/checkpoints/csqa/palm540b/tiny-a/none/seed0"
     proc = subprocess.Popen([SNAKEMAKE, "--cores", "2", model], cwd=workdir, start_new_session=True,
