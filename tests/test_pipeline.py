@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -9,9 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
-from .conftest import build_tiny_gpt2
+from .conftest import ROOT, build_tiny_gpt2
 from .test_workflow import SNAKEMAKE, smk
 
 pytestmark = pytest.mark.slow
@@ -117,3 +120,24 @@ def test_killed_finetune_resumes_from_checkpoint(workdir):
     assert metrics["resumed_from_step"] >= 10
     assert metrics["steps"] == 150  # 30 epochs x 5 steps (40 train rows, batch 8): the run finished
     assert not ckpt.exists()  # checkpoints are removed once the final model is in place
+
+    # an uninterrupted run with the same seed ends with the same weights
+    shutil.move(workdir / model, workdir / "resumed")
+    smk(workdir, model)
+    resumed, straight = load_file(workdir / "resumed/model.safetensors"), load_file(workdir / model /
+                                                                                   "model.safetensors")
+    assert resumed.keys() == straight.keys()
+    for name in straight:
+        assert torch.allclose(resumed[name], straight[name], atol=1e-6), name
+
+
+def test_paper_grid_dry_run_plans_every_job(workdir):
+    (workdir / "configs").mkdir()
+    (workdir / "configs/paper_table1.yaml").write_text((ROOT / "configs/paper_table1.yaml").read_text())
+    proc = smk(workdir, "-n", "--quiet", "rules", "--configfile", "configs/paper_table1.yaml")
+    counts = {p[0]: int(p[1]) for p in (line.split() for line in proc.stdout.splitlines())
+              if len(p) == 2 and p[1].isdigit()}
+    # 3 students x 3 datasets x 3 placements x 3 seeds; train rationales for each dataset; train + test data
+    assert counts["finetune"] == counts["evaluate"] == 81
+    assert counts["targets"] == 9 and counts["rationales"] == 3 and counts["dataset"] == 6
+    assert counts["report"] == 1 and "convert_student" not in counts  # hub students need no conversion

@@ -15,4 +15,5 @@ training.finetune_files(
     ablation_spec=snakemake.params.ablation,
     data_seed=snakemake.params.data_seed,
     threads=snakemake.threads,
+    processes=int(getattr(snakemake.resources, "gpu", 0) or 0),
 )

@@ -17,7 +17,7 @@ import yaml
 from .ablations import ABLATIONS
 from .datasets import LOADERS
 from .teachers import BACKENDS
-from .training import DEFAULTS as TRAINING_DEFAULTS
+from .defaults import TRAINING as TRAINING_DEFAULTS
 
 
 class ConfigError(ValueError):
@@ -139,9 +139,9 @@ def training_settings(config: dict, student: str) -> dict:
             **student_spec(config, student).get("training", {})}
 
 
-def converted_student(config: dict, student: str) -> list[str]:
-    """The converted folder a GGUF student trains from (none for hub and local students)."""
-    return [f"results/hf/{student}"] if student_spec(config, student)["source"] == "gguf" else []
+def converted_student(config: dict, student: str) -> str | list:
+    """The converted folder a GGUF student trains from; an empty list (no input) for hub and local students."""
+    return f"results/hf/{student}" if student_spec(config, student)["source"] == "gguf" else []
 
 
 def eval_targets(config: dict, experiment: str) -> list[str]:

@@ -22,11 +22,11 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from . import ablations, io
 from .datasets import COMMON_COLUMNS
+from .defaults import EVALUATION
 from .targets import candidate_labels, format_source, label_string
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {"batch_size": 16, "max_new_tokens": 256}  # max_new_tokens bounds CoT-before generations
 COLLAPSE_SHARE = 0.8  # one predicted label for at least this share of items: the model has learned nothing
 _LABEL_RE = re.compile(re.escape(ablations.MARK) + r"\s*(.*?)\s*" + re.escape(ablations.MARK), re.S | re.I)
 
@@ -132,7 +132,7 @@ def evaluate(model_dir: str, data: str, ablation: str, spec: dict, label_format:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(threads)
-    settings = {**DEFAULTS, **settings}
+    settings = {**EVALUATION, **settings}
     df = io.read_parquet(data, required=COMMON_COLUMNS)
     rows = df.to_dict("records")
     tok = AutoTokenizer.from_pretrained(model_dir)

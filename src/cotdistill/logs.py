@@ -7,12 +7,13 @@ import sys
 
 
 def setup(log_file: str | None = None, level: int = logging.INFO) -> logging.Logger:
-    """Route logging, tqdm progress, warnings and uncaught tracebacks to `log_file`.
+    """Route logging, prints, tqdm progress, warnings and uncaught tracebacks to `log_file`.
 
     Snakemake's `script:` does not redirect stderr, so without this a rule's `log:` stays empty.
     """
     if log_file:
         sys.stderr = open(log_file, "w", buffering=1)  # noqa: SIM115 - lives as long as the job
+        sys.stdout = sys.stderr  # Trainer prints its loss lines to stdout
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

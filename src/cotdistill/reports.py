@@ -142,7 +142,7 @@ def write_figure(summary: pd.DataFrame, title: str, out_prefix: str) -> None:
     groups = list(dict.fromkeys(zip(summary["dataset"], summary["student"])))
     abls = list(dict.fromkeys(summary["ablation"]))
     width = 0.8 / len(abls)
-    fig, ax = plt.subplots(figsize=(max(4, 2.2 * len(groups)), 3.5))
+    fig, ax = plt.subplots(figsize=(max(5, 2.2 * len(groups)), 3.8))
     for j, ab in enumerate(abls):
         xs, ys, err = [], [], [[], []]
         for i, (ds, st) in enumerate(groups):
@@ -160,7 +160,7 @@ def write_figure(summary: pd.DataFrame, title: str, out_prefix: str) -> None:
         ax.hlines(m, i - 0.45, i + 0.45, colors="k", linestyles="dashed", label="majority" if i == 0 else None)
     ax.set_xticks(range(len(groups)), [f"{ds}\n{st}" for ds, st in groups])
     ax.set_ylabel("accuracy % (95% CI)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     for ext in ("png", "pdf"):

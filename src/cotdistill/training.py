@@ -23,18 +23,13 @@ import pandas as pd
 import torch
 
 from . import io
+from .defaults import TRAINING as DEFAULTS
 from .evaluation import generate, label_budget, normalise, parse_label
 from .models import pretrained_args
 from .targets import TARGET_COLUMNS
 
 log = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {
-    "lr": 3e-5, "batch_size": 4, "epochs": 1, "max_steps": -1, "max_source_tokens": 512, "max_target_tokens": 256,
-    "eval_every": 500, "patience": 10, "threshold": 0.02, "validation_size": 200, "eval_batch_size": 16,
-    "precision": "auto", "warmup": 0, "weight_decay": 0.0, "grad_accum": 1, "group_by_length": True,
-    "pad_to_max": False, "save_total_limit": 2, "logging_steps": 10,
-}
 
 
 def cpu_has_bf16() -> bool:
@@ -97,12 +92,23 @@ def split_validation(targets: pd.DataFrame, size: int, seed: int) -> tuple[pd.Da
     return targets[~is_val].reset_index(drop=True), targets[is_val].reset_index(drop=True)
 
 
-def finetune(model_spec: dict, targets_path: str, out_dir: str, ckpt_dir: str, settings: dict, seed: int,
-             label_first: bool, data_seed: int = 0, threads: int = 1) -> dict:
-    """Fine-tune a student (a `models` spec) on a targets file; write the best model and train_metrics.json."""
+@dataclass
+class Run:
+    """A configured Trainer and what `finetune` reports beside it."""
+
+    trainer: Any
+    tokenizer: Any
+    train_examples: int
+    validation_examples: int
+    bf16: bool
+    settings: dict
+
+
+def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str, settings: dict, seed: int,
+                  label_first: bool, data_seed: int = 0, threads: int = 1) -> Run:
+    """The Trainer `finetune` runs (the benchmark drives the same one)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallback, Trainer, TrainingArguments
-    from transformers.trainer_utils import get_last_checkpoint
 
     s = {**DEFAULTS, **settings}
     torch.set_num_threads(threads)
@@ -149,6 +155,16 @@ def finetune(model_spec: dict, targets_path: str, out_dir: str, ckpt_dir: str, s
     trainer = GenerationTrainer(  # eval_dataset only satisfies Trainer's check: `evaluate` uses val_df
         model=model, args=args, train_dataset=train, eval_dataset=train.select(range(1)), data_collator=collator,
         callbacks=[EarlyStoppingCallback(int(s["patience"]), float(s["threshold"]))])
+    return Run(trainer, tok, len(train_df), len(val_df), bf16, s)
+
+
+def finetune(model_spec: dict, targets_path: str, out_dir: str, ckpt_dir: str, settings: dict, seed: int,
+             label_first: bool, data_seed: int = 0, threads: int = 1) -> dict:
+    """Fine-tune a student (a `models` spec) on a targets file; write the best model and train_metrics.json."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    run = build_trainer(model_spec, targets_path, ckpt_dir, settings, seed, label_first, data_seed, threads)
+    trainer = run.trainer
     last = get_last_checkpoint(ckpt_dir) if Path(ckpt_dir).is_dir() else None
     resumed = int(json.loads((Path(last) / "trainer_state.json").read_text())["global_step"]) if last else 0
     if last:
@@ -156,20 +172,27 @@ def finetune(model_spec: dict, targets_path: str, out_dir: str, ckpt_dir: str, s
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=last)
     wall = time.perf_counter() - start
-    final_acc = trainer.evaluate()["eval_accuracy"]  # the best checkpoint, reloaded at the end
-    lengths = np.array(train["length"])
+    # The Trainer evaluates at the last step and reloads the best checkpoint; its score is already recorded.
+    final_acc = trainer.state.best_metric
+    if final_acc is None:
+        final_acc = trainer.evaluate()["eval_accuracy"]
+    lengths = np.array(trainer.train_dataset["length"])
     metrics = {
         "steps": trainer.state.global_step, "resumed_from_step": resumed, "epochs": trainer.state.epoch,
+        "world_size": trainer.args.world_size,
         "tokens_seen": int(trainer.state.num_input_tokens_seen), "wall_time_s": wall,
         "tokens_per_s": trainer.state.num_input_tokens_seen / wall if wall else None,
-        "train_loss": result.training_loss, "train_examples": len(train_df), "validation_examples": len(val_df),
+        "train_loss": result.training_loss, "train_examples": run.train_examples,
+        "validation_examples": run.validation_examples,
         "validation_accuracy": final_acc, "best_step": _step_of(trainer.state.best_model_checkpoint),
         "validation_history": [{"step": h["step"], "accuracy": h["eval_accuracy"]}
                                for h in trainer.state.log_history if "eval_accuracy" in h],
-        "bf16": bf16, "threads": threads, "mean_length": float(lengths.mean()), "seed": seed, "settings": s,
+        "bf16": run.bf16, "threads": threads, "mean_length": float(lengths.mean()), "seed": seed,
+        "settings": run.settings,
     }
-    _save_final(trainer, tok, metrics, Path(out_dir))
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if trainer.is_world_process_zero():
+        _save_final(trainer, run.tokenizer, metrics, Path(out_dir))
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
     log.info("trained %d steps in %.0f s (%.0f tokens/s), validation accuracy %.3f", metrics["steps"], wall,
              metrics["tokens_per_s"] or 0, final_acc)
     return metrics
@@ -192,11 +215,42 @@ def _save_final(trainer, tok, metrics: dict, out: Path) -> None:
 
 def finetune_files(student: dict, converted: str | None, targets: str, out_dir: str, ckpt_dir: str,
                    settings: dict, seed: int, ablation: str, ablation_spec: dict, data_seed: int,
-                   threads: int) -> dict:
-    """`finetune` as the `finetune` rule runs it."""
+                   threads: int, processes: int = 1) -> dict:
+    """`finetune` as the `finetune` rule runs it: in-process, or with `processes` > 1 (the rule's GPUs) as
+    distributed data-parallel training, one torchrun process per GPU (gloo on CPU)."""
     from . import ablations
     from .models import student_spec
 
-    return finetune(student_spec(student, converted), targets, out_dir, ckpt_dir, settings, seed,
-                    ablations.label_first(ablation_spec, ablation),
-                    data_seed, threads)
+    kwargs = {"model_spec": student_spec(student, converted), "targets_path": targets, "out_dir": out_dir,
+              "ckpt_dir": ckpt_dir, "settings": settings, "seed": seed,
+              "label_first": ablations.label_first(ablation_spec, ablation), "data_seed": data_seed,
+              "threads": threads}
+    if processes <= 1:
+        return finetune(**kwargs)
+    return launch_distributed(kwargs, processes)
+
+
+def launch_distributed(kwargs: dict, processes: int, timeout: float | None = None) -> dict:
+    """Run `finetune(**kwargs)` in `processes` torchrun workers; the Trainer then trains with DDP."""
+    import subprocess
+    import sys
+    import tempfile
+
+    kwargs = {**kwargs, "threads": max(1, int(kwargs["threads"]) // processes)}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(kwargs, f)
+    log.info("launching %d data-parallel processes", processes)
+    try:
+        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        f"--nproc_per_node={processes}", "-m", "cotdistill.training", f.name],
+                       check=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": str(kwargs["threads"])})
+    finally:
+        os.unlink(f.name)
+    return json.loads((Path(kwargs["out_dir"]) / "train_metrics.json").read_text())
+
+
+if __name__ == "__main__":  # a torchrun worker: python -m cotdistill.training KWARGS.json
+    import sys
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    finetune(**json.loads(Path(sys.argv[1]).read_text()))
