@@ -105,23 +105,25 @@ def test_cancelled_finetune_is_retried_and_resumes(slurm, cluster_workdir):
     write(cluster_workdir, small_grid(cluster_workdir, epochs=30, eval_every=10, patience=100))
     model = "results/models/csqa/palm540b/tiny-a/none/seed0"
     ckpt = cluster_workdir / "results/checkpoints/csqa/palm540b/tiny-a/none/seed0"
-    proc = subprocess.Popen([SNAKEMAKE, *PROFILE, model], cwd=cluster_workdir, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = cluster_workdir / "snakemake.out"
+    with open(log, "w") as out:  # a file, not a pipe: a full pipe would stall snakemake
+        proc = subprocess.Popen([SNAKEMAKE, *PROFILE, model], cwd=cluster_workdir, start_new_session=True,
+                                stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 400
     try:
         while not list(ckpt.glob("checkpoint-*/trainer_state.json")):
-            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            assert proc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "no checkpoint within 400 s"
             time.sleep(0.5)
         running = subprocess.run(["squeue", "-h", "-o", "%i %k"], capture_output=True, text=True, timeout=30,
                                  check=True).stdout.split("\n")
         job_id = next(line.split()[0] for line in running if "rule_finetune" in line)
         subprocess.run(["scancel", job_id], check=True, timeout=30)  # as a preemption or time limit would
-        out, _ = proc.communicate(timeout=max(10, deadline - time.monotonic()))
+        proc.wait(timeout=max(10, deadline - time.monotonic()))
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 0, out[-3000:]
+    assert proc.returncode == 0, log.read_text()[-3000:]
     metrics = json.loads((cluster_workdir / model / "train_metrics.json").read_text())
     assert metrics["resumed_from_step"] >= 10, metrics  # the retried job started from the checkpoint
     assert metrics["steps"] == 150
