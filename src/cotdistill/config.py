@@ -91,10 +91,7 @@ def check(config: dict, schema_path: str | Path) -> None:
 
 
 def dataset_spec(config: dict, name: str) -> dict:
-    if name not in config["datasets"]:
-        raise ConfigError(f"unknown dataset {name!r} in a target path; configured datasets: "
-                          f"{', '.join(sorted(config['datasets']))}")
-    return config["datasets"][name]
+    return _named(config, "datasets", name)
 
 
 def loader_spec(config: dict, name: str) -> dict:
@@ -103,10 +100,7 @@ def loader_spec(config: dict, name: str) -> dict:
 
 
 def teacher_spec(config: dict, name: str) -> dict:
-    if name not in config["teachers"]:
-        raise ConfigError(f"unknown teacher {name!r} in a target path; configured teachers: "
-                          f"{', '.join(sorted(config['teachers']))}")
-    return config["teachers"][name]
+    return _named(config, "teachers", name)
 
 
 def template_path(config: dict, dataset: str) -> str:

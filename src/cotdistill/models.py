@@ -93,17 +93,13 @@ def _hub_guard(spec: dict, load):
 
 def convert_to_folder(spec: dict, out_dir: str | Path) -> None:
     """Save a (GGUF) model as a plain Hugging Face folder once, so later jobs load it in about a second."""
-    import shutil
+    from .io import atomic_dir
 
-    out = Path(out_dir)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     model, tok = load_causal_lm(spec)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    log.info("saved %s as %s", spec, out)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    log.info("saved %s as %s", spec, out_dir)
 
 
 def student_spec(spec: dict, converted: str | None) -> dict:

@@ -203,14 +203,11 @@ def _step_of(checkpoint: str | None) -> int | None:
 
 
 def _save_final(trainer, tok, metrics: dict, out: Path) -> None:
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    trainer.state.save_to_json(str(tmp / "trainer_state.json"))
-    (tmp / "train_metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    with io.atomic_dir(out) as tmp:
+        trainer.model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        trainer.state.save_to_json(str(tmp / "trainer_state.json"))
+        (tmp / "train_metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
 
 
 def finetune_files(student: dict, converted: str | None, targets: str, out_dir: str, ckpt_dir: str,
