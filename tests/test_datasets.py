@@ -109,6 +109,86 @@ def test_bad_rows_name_file_and_row(tmp_path, rows, message):
         load_split("csqa", _write(tmp_path, rows), "train")
 
 
+def test_empty_file_is_named(tmp_path):
+    (tmp_path / "cqa_train.json").write_text("")
+    with pytest.raises(DatasetError, match=r"cqa_train.json: file is empty; expected JSON lines"):
+        load_split("csqa", {"loader": "csqa_dss", "path": str(tmp_path)}, "train")
+
+
+def test_truncated_line_names_file_and_line(tmp_path):
+    lines = (ROOT / "data/dss/cqa/cqa_train.json").read_text().splitlines()[:5]
+    lines[2] = lines[2][: len(lines[2]) // 2]  # a line cut off mid-way, as by an interrupted copy
+    (tmp_path / "cqa_train.json").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=r"cqa_train.json: line 3: not valid JSON .*truncated"):
+        load_split("csqa", {"loader": "csqa_dss", "path": str(tmp_path)}, "train")
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("question", None, r"line 2: field 'question' is None; expected non-empty text"),
+    ("question", "  ", r"line 2: field 'question' is '  '; expected non-empty text"),
+    ("id", None, r"line 2: field 'id' is None; expected an id"),
+    ("choices", None, r"line 2: object of type 'NoneType' has no len\(\)"),
+])
+def test_malformed_field_names_file_and_line(tmp_path, field, value, message):
+    rows = [json.loads(line) for line in (ROOT / "data/dss/cqa/cqa_train.json").read_text().splitlines()[:3]]
+    rows[1][field] = value
+    (tmp_path / "cqa_train.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DatasetError, match=message):
+        load_split("csqa", {"loader": "csqa_dss", "path": str(tmp_path)}, "train")
+
+
+def test_missing_field_lists_the_fields_present(tmp_path):
+    rows = [{"id": "a", "question": {"stem": "q?", "choices": [{"label": "A", "text": "x"}]}}]
+    (tmp_path / "train_rand_split.jsonl").write_text(json.dumps({**rows[0], "question": {"choices": []}}) + "\n")
+    with pytest.raises(DatasetError, match=r"train_rand_split.jsonl: line 1: missing field 'stem'"):
+        load_split("csqa", {"loader": "csqa_jsonl", "path": str(tmp_path)}, "train")
+
+
+def test_one_local_file_for_every_split_is_caught_as_overlap():
+    """A hub loader given a single file serves it for every split: train and test would be the same rows."""
+    spec = {"loader": "csqa_hub", "path": str(FIXTURES / "csqa_hub/validation.jsonl")}
+    with pytest.raises(DatasetError, match=r"datasets.csqa: splits train and test share \d+ of \d+ items .*"
+                                           r"single file.*set datasets.csqa.overlap to drop"):
+        load_split("csqa", spec, "test", splits=["train", "test"])
+
+
+def _split_files(tmp_path, shared: int):
+    """csqa_jsonl files whose test split repeats `shared` train questions under new ids."""
+    train = [json.loads(line) for line in (FIXTURES / "csqa_jsonl/train_rand_split.jsonl").open()]
+    test = [json.loads(line) for line in (FIXTURES / "csqa_jsonl/dev_rand_split.jsonl").open()]
+    copies = [{**r, "id": f"copy-{i}", "question": {**r["question"], "stem": r["question"]["stem"].upper() + " "}}
+              for i, r in enumerate(train[:shared])]  # same question up to case and spacing: the same item
+    for name, rows in (("train_rand_split.jsonl", train), ("dev_rand_split.jsonl", test + copies)):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {"loader": "csqa_jsonl", "path": str(tmp_path)}
+
+
+def test_overlap_by_normalised_input_error_drop_allow(tmp_path, caplog):
+    spec = _split_files(tmp_path, shared=2)
+    with pytest.raises(DatasetError, match=r"splits train and test share 2 of 6 items.*'075e483d21c29a511267ef62"):
+        load_split("csqa", spec, "train", splits=["train", "test"])
+    train = load_split("csqa", {**spec, "overlap": "drop"}, "train", splits=["train", "test"])
+    test = load_split("csqa", {**spec, "overlap": "drop"}, "test", splits=["train", "test"])
+    assert len(train) == 4 and len(test) == 8  # dropped from train; test (6 + 2 copies) is never changed
+    assert not set(train["id"]) & {"075e483d21c29a511267ef62bedc0461", "61fe6e879ff18686d7552425a36344c8"}
+    assert len(load_split("csqa", {**spec, "overlap": "allow"}, "train", splits=["train", "test"])) == 6
+    assert "share 2 of 6 items" in caplog.text
+
+
+def test_dss_esnli_and_anli_loaders():
+    esnli = load_split("esnli", {"loader": "esnli_dss", "path": str(FIXTURES / "dss/esnli")}, "train")
+    assert list(esnli["answer_label"]) == ["neutral", "contradiction", "entailment", "entailment"]
+    assert list(esnli["id"][:2]) == ["train-0", "train-1"]
+    assert json.loads(esnli.iloc[0]["source_fields"])["explanation_1"].startswith("the person is not")
+    both = load_split("esnli", {"loader": "esnli_dss", "path": str(FIXTURES / "dss/esnli")}, "test",
+                      splits=["train", "test"])
+    assert list(both["id"]) == ["test-0", "test-1"]
+    anli = load_split("anli", {"loader": "anli_dss", "path": str(FIXTURES / "dss/anli1")}, "train")
+    assert anli.iloc[0]["id"] == "fe0eb8f3-c2ce-4f6e-9d2e-4e0a6a3b1f0a"
+    assert list(anli["answer_label"]) == ["entailment", "neutral", "entailment", "contradiction"]
+    assert set(anli.columns) >= {"premise", "hypothesis", "choices"}
+
+
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(DatasetError, match=r"cqa_train.json: file does not exist"):
         load_split("csqa", {"loader": "csqa_dss", "path": str(tmp_path)}, "train")
@@ -127,3 +207,19 @@ def test_eval_equation_rejects_code():
     assert eval_equation("( ( 17.0 + 15.0 ) + 2.0 )") == 34.0
     with pytest.raises(ValueError, match="not an arithmetic equation"):
         eval_equation("__import__('os')")
+
+
+def test_line_separator_characters_inside_json_strings(tmp_path):
+    rows = [json.loads(line) for line in (ROOT / "data/dss/cqa/cqa_train.json").read_text().splitlines()[:3]]
+    rows[1]["question"] = "Where\u2028would you\x85 go?"
+    (tmp_path / "cqa_train.json").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    df = load_split("csqa", {"loader": "csqa_dss", "path": str(tmp_path)}, "train")
+    assert len(df) == 3 and "\u2028" in df.iloc[1]["question"]
+
+
+def test_a_split_emptied_by_drop_is_an_error():
+    """csqa_hub serves the hub's validation split as both validation and test."""
+    spec = {"loader": "csqa_hub", "path": str(FIXTURES / "csqa_hub"), "overlap": "drop"}
+    with pytest.raises(DatasetError, match=r"split 'validation' has no rows left .*overlap: drop"):
+        load_split("csqa", spec, "validation", splits=["validation", "test"])
+    assert len(load_split("csqa", spec, "test", splits=["validation", "test"])) > 0

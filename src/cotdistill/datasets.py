@@ -11,6 +11,8 @@ source's own fields that the schema does not name), plus per task:
 
 Each loader is one registered function ``(name, spec, split) -> Loaded``; ``spec`` is the dataset's config entry.
 Hub loaders also take ``path``: a local file or folder in the hub's own schema, for machines without the hub.
+Bad input stops with the file and line (or hub split and row) and what was expected; splits that share items
+(same id or same normalised input) are an error unless ``overlap`` says otherwise.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import operator
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +43,20 @@ TASK_COLUMNS = {
 COMMON_COLUMNS = ["id", "task", "answer_label", "answer_text", "source_index", "source_fields"]
 NLI_LABELS = ["entailment", "neutral", "contradiction"]
 LETTERS = "ABCDEFGHIJ"
+SPLIT_ORDER = ("train", "validation", "test")
+OVERLAP_MODES = ("error", "allow", "drop")
 
 
 class DatasetError(ValueError):
     """Bad or unreachable dataset input; the message names the file or hub id and the row."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One source row and where it came from (``file: line 12``, ``hub:id/split row 3``)."""
+
+    where: str
+    data: dict[str, Any]
 
 
 @dataclass
@@ -58,7 +71,65 @@ Loader = Callable[[str, dict, str], Loaded]
 LOADERS: Registry[Loader] = Registry("dataset loader")
 
 
-# --------------------------------------------------------------------------- sources
+# --------------------------------------------------------------------------- reading
+
+
+def read_json_records(path: str | Path) -> list[Record]:
+    """JSON lines (or one JSON list) with the line of every row, and errors that name file and line."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: file does not exist")
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        raise DatasetError(f"{path}: file is empty; expected JSON lines (one object per line) or a JSON list")
+    if text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DatasetError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from None
+        records = [Record(f"{path}: item {i}", r) for i, r in enumerate(items)]
+    else:
+        records = []
+        for n, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 may sit inside a JSON string
+            line = line.removesuffix("\r")
+            if not line.strip():
+                continue
+            try:
+                records.append(Record(f"{path}: line {n}", json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise DatasetError(f"{path}: line {n}: not valid JSON ({err.msg}); is the line truncated?") from None
+    for rec in records:
+        if not isinstance(rec.data, dict):
+            raise DatasetError(f"{rec.where}: expected a JSON object, got {type(rec.data).__name__}")
+    return records
+
+
+def convert(records: Iterable[Record], fn: Callable[[int, dict], dict | None]) -> list[dict]:
+    """Apply a row constructor, turning a missing or malformed field into an error naming the row."""
+    rows = []
+    for i, rec in enumerate(records):
+        try:
+            row = fn(i, rec.data)
+        except KeyError as err:
+            raise DatasetError(f"{rec.where}: missing field {err}; fields present: "
+                               f"{', '.join(sorted(rec.data))}") from None
+        except (TypeError, ValueError, AttributeError, IndexError) as err:
+            raise DatasetError(f"{rec.where}: {err}") from None
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def _text(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"field {field!r} is {value!r}; expected non-empty text")
+    return value.strip()
+
+
+def _id(value: Any, field: str = "id") -> str:
+    if value is None or str(value).strip() == "":
+        raise ValueError(f"field {field!r} is {value!r}; expected an id")
+    return str(value)
 
 
 def _source_split(spec: dict, split: str, default: dict[str, str]) -> str:
@@ -69,10 +140,9 @@ def _source_split(spec: dict, split: str, default: dict[str, str]) -> str:
     return mapping[split]
 
 
-def _hub_or_local(name: str, spec: dict, hub_id: str, config: str | None, source_split: str):
-    """Load a split from the hub, or from ``spec['path']`` holding files in the hub's schema."""
-    import datasets
-
+def _hub_or_local(name: str, spec: dict, hub_id: str, config: str | None, source_split: str) -> tuple[list[Record],
+                                                                                                    str]:
+    """Records of a split from the hub, or from ``spec['path']`` holding files in the hub's schema."""
     path = spec.get("path")
     if path:
         p = Path(path)
@@ -80,9 +150,17 @@ def _hub_or_local(name: str, spec: dict, hub_id: str, config: str | None, source
         if not files or not files[0].exists():
             raise DatasetError(f"{path}: no file for split {source_split!r} (expected {source_split}.jsonl, "
                                f".json or .parquet inside the folder)")
-        kind = "parquet" if files[0].suffix == ".parquet" else "json"
-        ds = datasets.load_dataset(kind, data_files=[str(f) for f in files], split="train")
-        return ds, ", ".join(str(f) for f in files)
+        records: list[Record] = []
+        for f in files:
+            if f.suffix == ".parquet":
+                import pyarrow.parquet as pq
+
+                records += [Record(f"{f}: row {i}", r) for i, r in enumerate(pq.read_table(f).to_pylist())]
+            else:
+                records += read_json_records(f)
+        return records, ", ".join(str(f) for f in files)
+    import datasets
+
     hub_id = spec.get("hub_id", hub_id)
     try:
         ds = datasets.load_dataset(hub_id, config, split=source_split, revision=spec.get("revision"))
@@ -92,16 +170,8 @@ def _hub_or_local(name: str, spec: dict, hub_id: str, config: str | None, source
             f"Without the hub, set config key datasets.{name}.path to a local copy in the hub's schema "
             f"(a .jsonl/.parquet file or a folder with one file per split)"
         ) from None
-    return ds, f"hub:{hub_id}/{source_split}"
-
-
-def _read_json_rows(path: Path) -> list[dict]:
-    """Read JSON lines (or one JSON list) through `datasets`, keeping the file order."""
-    import datasets
-
-    if not path.exists():
-        raise DatasetError(f"{path}: file does not exist")
-    return list(datasets.load_dataset("json", data_files=str(path), split="train"))
+    source = f"hub:{hub_id}/{source_split}"
+    return [Record(f"{source} row {i}", r) for i, r in enumerate(ds)], source
 
 
 def _extra(row: dict, used: Iterable[str]) -> str:
@@ -109,23 +179,48 @@ def _extra(row: dict, used: Iterable[str]) -> str:
     return json.dumps({k: v for k, v in row.items() if k not in used}, sort_keys=True, default=str)
 
 
-def _mcqa(i: int, rid: str, question: str, labels: list[str], texts: list[str], answer_label: str,
-          row: dict, used: Iterable[str]) -> dict:
-    choices = [{"label": str(lab), "text": str(t)} for lab, t in zip(labels, texts, strict=True)]
+# --------------------------------------------------------------------------- row constructors
+
+
+def _mcqa(i: int, rid: Any, question: Any, labels: list, texts: list, answer_label: Any, row: dict,
+          used: Iterable[str]) -> dict:
+    choices = [{"label": _id(lab, "choice label"), "text": _text(t, "choice text")}
+               for lab, t in zip(labels, texts, strict=True)]
     answer_text = next((c["text"] for c in choices if c["label"] == answer_label), None)
-    return {"id": str(rid), "task": "mcqa", "question": question.strip(), "choices": choices,
+    return {"id": _id(rid), "task": "mcqa", "question": _text(question, "question"), "choices": choices,
             "answer_label": answer_label, "answer_text": answer_text, "source_index": i,
             "source_fields": _extra(row, used)}
+
+
+def _nli(i: int, rid: Any, r: dict, label: Any, used: Iterable[str]) -> dict:
+    name = NLI_LABELS[label] if isinstance(label, int) and 0 <= label < 3 else (label or None)
+    return {"id": _id(rid), "task": "nli", "premise": _text(r["premise"], "premise"),
+            "hypothesis": _text(r["hypothesis"], "hypothesis"),
+            "choices": [{"label": lab, "text": lab} for lab in NLI_LABELS], "answer_label": name,
+            "answer_text": name, "source_index": i, "source_fields": _extra(r, used)}
+
+
+def _math(i: int, rid: Any, body: Any, question: Any, equation: Any, answer: float | None, r: dict,
+          used: Iterable[str]) -> dict:
+    equation = _text(equation, "equation")
+    eval_equation(equation)  # a gold answer that is no arithmetic equation could never be scored
+    return {"id": _id(rid), "task": "math", "body": _text(body, "body"), "question": _text(question, "question"),
+            "equation": equation, "answer": float(answer) if answer is not None else None,
+            "answer_label": equation, "answer_text": None if answer is None else f"{float(answer):g}",
+            "source_index": i, "source_fields": _extra(r, used)}
+
+
+# --------------------------------------------------------------------------- loaders
 
 
 @LOADERS.register("csqa_hub")
 def csqa_hub(name: str, spec: dict, split: str) -> Loaded:
     """CommonsenseQA from the hub (`tau/commonsense_qa`); its test split has no answers."""
     src = _source_split(spec, split, {"train": "train", "validation": "validation", "test": "validation"})
-    ds, source = _hub_or_local(name, spec, "tau/commonsense_qa", None, src)
-    rows = [_mcqa(i, r["id"], r["question"], r["choices"]["label"], r["choices"]["text"], r["answerKey"], r,
-                  ["id", "question", "choices", "answerKey"]) for i, r in enumerate(ds)]
-    return Loaded(rows, source)
+    records, source = _hub_or_local(name, spec, "tau/commonsense_qa", None, src)
+    return Loaded(convert(records, lambda i, r: _mcqa(
+        i, r["id"], r["question"], r["choices"]["label"], r["choices"]["text"], r["answerKey"], r,
+        ["id", "question", "choices", "answerKey"])), source)
 
 
 @LOADERS.register("csqa_jsonl")
@@ -136,39 +231,40 @@ def csqa_jsonl(name: str, spec: dict, split: str) -> Loaded:
         raise DatasetError(f"split {split!r} has no file for loader csqa_jsonl; config key files maps "
                            f"splits to files (have: {', '.join(files)})")
     path = Path(spec["path"]) / files[split]
-    rows = []
-    for i, r in enumerate(_read_json_rows(path)):
+
+    def row(i: int, r: dict) -> dict:
         q = r["question"]
-        rows.append(_mcqa(i, r["id"], q["stem"], [c["label"] for c in q["choices"]],
-                          [c["text"] for c in q["choices"]], r.get("answerKey"),
-                          {**r, "question_concept": q.get("question_concept")}, ["id", "question", "answerKey"]))
-    return Loaded(rows, str(path))
+        return _mcqa(i, r["id"], q["stem"], [c["label"] for c in q["choices"]], [c["text"] for c in q["choices"]],
+                     r.get("answerKey"), {**r, "question_concept": q.get("question_concept")},
+                     ["id", "question", "answerKey"])
+
+    return Loaded(convert(read_json_records(path), row), str(path))
 
 
 @LOADERS.register("csqa_dss")
 def csqa_dss(name: str, spec: dict, split: str) -> Loaded:
     """CommonsenseQA in the Distilling Step-by-Step layout (``cqa_{split}.json``, answer given as text)."""
     path = Path(spec["path"]) / f"cqa_{_source_split(spec, split, {'train': 'train', 'test': 'test'})}.json"
-    rows = []
-    for i, r in enumerate(_read_json_rows(path)):
+
+    def row(i: int, r: dict) -> dict:
         labels = list(LETTERS[: len(r["choices"])])
         answer = next((lab for lab, t in zip(labels, r["choices"]) if t == r.get("answer")), None)
         if answer is None and r.get("answer"):
-            raise DatasetError(f"{path}: row id {r['id']}: answer {r['answer']!r} is not among the choices "
-                               f"{r['choices']}")
-        rows.append(_mcqa(i, r["id"], r["question"], labels, r["choices"], answer, r,
-                          ["id", "question", "choices", "answer"]))
-    return Loaded(rows, str(path))
+            raise ValueError(f"row id {r.get('id')}: answer {r['answer']!r} is not among the choices {r['choices']}")
+        return _mcqa(i, r["id"], r["question"], labels, r["choices"], answer, r, ["id", "question", "choices",
+                                                                                 "answer"])
+
+    return Loaded(convert(read_json_records(path), row), str(path))
 
 
 @LOADERS.register("openbookqa_hub")
 def openbookqa_hub(name: str, spec: dict, split: str) -> Loaded:
     """OpenBookQA, `main` configuration (question stem only, no fact)."""
     src = _source_split(spec, split, {"train": "train", "validation": "validation", "test": "test"})
-    ds, source = _hub_or_local(name, spec, "allenai/openbookqa", spec.get("hub_config", "main"), src)
-    rows = [_mcqa(i, r["id"], r["question_stem"], r["choices"]["label"], r["choices"]["text"], r["answerKey"],
-                  r, ["id", "question_stem", "choices", "answerKey"]) for i, r in enumerate(ds)]
-    return Loaded(rows, source)
+    records, source = _hub_or_local(name, spec, "allenai/openbookqa", spec.get("hub_config", "main"), src)
+    return Loaded(convert(records, lambda i, r: _mcqa(
+        i, r["id"], r["question_stem"], r["choices"]["label"], r["choices"]["text"], r["answerKey"], r,
+        ["id", "question_stem", "choices", "answerKey"])), source)
 
 
 _QUAREL_CHOICES = re.compile(r"^(?P<stem>.*?)\s*\(A\)\s*(?P<a>.*?)\s*\(B\)\s*(?P<b>.*?)\s*$", re.S)
@@ -178,32 +274,36 @@ _QUAREL_CHOICES = re.compile(r"^(?P<stem>.*?)\s*\(A\)\s*(?P<a>.*?)\s*\(B\)\s*(?P
 def quarel_hub(name: str, spec: dict, split: str) -> Loaded:
     """QuaRel: the two options are inline in the question as ``(A) ... (B) ...``."""
     src = _source_split(spec, split, {"train": "train", "validation": "validation", "test": "test"})
-    ds, source = _hub_or_local(name, spec, "allenai/quarel", None, src)
-    rows = []
-    for i, r in enumerate(ds):
-        m = _QUAREL_CHOICES.match(r["question"])
+    records, source = _hub_or_local(name, spec, "allenai/quarel", None, src)
+
+    def row(i: int, r: dict) -> dict:
+        m = _QUAREL_CHOICES.match(_text(r["question"], "question"))
         if not m:
-            raise DatasetError(f"{source}: row id {r['id']}: question has no '(A) ... (B) ...' options")
-        rows.append(_mcqa(i, r["id"], m["stem"], ["A", "B"], [m["a"], m["b"]], "AB"[r["answer_index"]], r,
-                          ["id", "question", "answer_index"]))
-    return Loaded(rows, source)
+            raise ValueError(f"row id {r.get('id')}: question has no '(A) ... (B) ...' options")
+        return _mcqa(i, r["id"], m["stem"], ["A", "B"], [m["a"], m["b"]], "AB"[r["answer_index"]], r,
+                     ["id", "question", "answer_index"])
 
-
-def _nli(i: int, rid: str, r: dict, label: Any, used: Iterable[str]) -> dict:
-    name = NLI_LABELS[label] if isinstance(label, int) and 0 <= label < 3 else (label or None)
-    return {"id": str(rid), "task": "nli", "premise": r["premise"], "hypothesis": r["hypothesis"],
-            "choices": [{"label": lab, "text": lab} for lab in NLI_LABELS], "answer_label": name,
-            "answer_text": name, "source_index": i, "source_fields": _extra(r, used)}
+    return Loaded(convert(records, row), source)
 
 
 @LOADERS.register("esnli_hub")
 def esnli_hub(name: str, spec: dict, split: str) -> Loaded:
     """e-SNLI; rows have no ids, so the id is the split and row number (as DSS aligns its PaLM files)."""
     src = _source_split(spec, split, {"train": "train", "validation": "validation", "test": "test"})
-    ds, source = _hub_or_local(name, spec, "esnli", None, src)
-    rows = [_nli(i, f"{src}-{i}", r, r["label"], ["premise", "hypothesis", "label"])
-            for i, r in enumerate(ds) if r["label"] in (0, 1, 2)]
-    return Loaded(rows, source)
+    records, source = _hub_or_local(name, spec, "esnli", None, src)
+    return Loaded(convert(records, lambda i, r: _nli(i, f"{src}-{i}", r, r["label"], ["premise", "hypothesis",
+                                                                                      "label"])
+                          if r["label"] in (0, 1, 2) else None), source)
+
+
+@LOADERS.register("esnli_dss")
+def esnli_dss(name: str, spec: dict, split: str) -> Loaded:
+    """e-SNLI in the DSS layout: ``esnli_{train,valid,test}.json`` (JSON lines: premise, hypothesis, integer label
+    0/1/2 = entailment/neutral/contradiction, explanation_1..3); ids are split and row number."""
+    src = _source_split(spec, split, {"train": "train", "validation": "valid", "test": "test"})
+    path = Path(spec["path"]) / f"esnli_{src}.json"
+    return Loaded(convert(read_json_records(path), lambda i, r: _nli(
+        i, f"{src}-{i}", r, r["label"], ["premise", "hypothesis", "label"]) if r["label"] != -1 else None), str(path))
 
 
 @LOADERS.register("anli_hub")
@@ -211,16 +311,26 @@ def anli_hub(name: str, spec: dict, split: str) -> Loaded:
     """ANLI of one round (config key ``round``, default 1)."""
     rnd = spec.get("round", 1)
     default = {"train": f"train_r{rnd}", "validation": f"dev_r{rnd}", "test": f"test_r{rnd}"}
-    ds, source = _hub_or_local(name, spec, "facebook/anli", None, _source_split(spec, split, default))
-    rows = [_nli(i, r["uid"], r, r["label"], ["uid", "premise", "hypothesis", "label"]) for i, r in enumerate(ds)]
-    return Loaded(rows, source)
+    records, source = _hub_or_local(name, spec, "facebook/anli", None, _source_split(spec, split, default))
+    return Loaded(convert(records, lambda i, r: _nli(i, r["uid"], r, r["label"], ["uid", "premise", "hypothesis",
+                                                                                  "label"])), source)
+
+
+@LOADERS.register("anli_dss")
+def anli_dss(name: str, spec: dict, split: str) -> Loaded:
+    """ANLI in the DSS layout: ``anli<round>_{train,valid,test}.json`` (JSON lines: uid, premise, hypothesis,
+    integer label, reason); ``round`` defaults to 1 (the MI paper's ANLI)."""
+    src = _source_split(spec, split, {"train": "train", "validation": "valid", "test": "test"})
+    path = Path(spec["path"]) / f"anli{spec.get('round', 1)}_{src}.json"
+    return Loaded(convert(read_json_records(path), lambda i, r: _nli(
+        i, r["uid"], r, r["label"], ["uid", "premise", "hypothesis", "label"])), str(path))
 
 
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
 def eval_equation(equation: str) -> float:
-    """Value of an arithmetic equation such as ``( 84.0 / 2.0 )`` without calling eval()."""
+    """Value of an arithmetic equation such as ``( 84.0 / 2.0 )`` from its syntax tree, never with eval()."""
 
     def walk(node: ast.AST) -> float:
         if isinstance(node, ast.Expression):
@@ -229,32 +339,27 @@ def eval_equation(equation: str) -> float:
             return _OPS[type(node.op)](walk(node.left), walk(node.right))
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
             return -walk(node.operand)
-        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value,
+                                                                                                     bool):
             return float(node.value)
         raise ValueError(f"not an arithmetic equation: {equation!r}")
 
+    if len(equation) > 1000:
+        raise ValueError(f"not an arithmetic equation: {equation[:40]!r}... is too long")
     try:
         return walk(ast.parse(equation.strip(), mode="eval"))
-    except (SyntaxError, ZeroDivisionError) as err:
+    except (SyntaxError, ZeroDivisionError, RecursionError) as err:
         raise ValueError(f"not an arithmetic equation: {equation!r} ({err})") from None
-
-
-def _math(i: int, rid: str, body: str, question: str, equation: str, answer: float | None, r: dict,
-          used: Iterable[str]) -> dict:
-    return {"id": str(rid), "task": "math", "body": body.strip(), "question": question.strip(),
-            "equation": equation.strip(), "answer": float(answer) if answer is not None else None,
-            "answer_label": equation.strip(), "answer_text": None if answer is None else f"{float(answer):g}",
-            "source_index": i, "source_fields": _extra(r, used)}
 
 
 @LOADERS.register("svamp_hub")
 def svamp_hub(name: str, spec: dict, split: str) -> Loaded:
     """SVAMP (`ChilleD/SVAMP`, 700/300 split); ``path`` may also point at the original SVAMP.json."""
     src = _source_split(spec, split, {"train": "train", "test": "test"})
-    ds, source = _hub_or_local(name, spec, "ChilleD/SVAMP", None, src)
-    rows = [_math(i, r["ID"], r["Body"], r["Question"], r["Equation"], r["Answer"], r,
-                  ["ID", "Body", "Question", "Equation", "Answer"]) for i, r in enumerate(ds)]
-    return Loaded(rows, source)
+    records, source = _hub_or_local(name, spec, "ChilleD/SVAMP", None, src)
+    return Loaded(convert(records, lambda i, r: _math(i, r["ID"], r["Body"], r["Question"], r["Equation"],
+                                                      r["Answer"], r, ["ID", "Body", "Question", "Equation",
+                                                                       "Answer"])), source)
 
 
 @LOADERS.register("svamp_dss")
@@ -262,18 +367,31 @@ def svamp_dss(name: str, spec: dict, split: str) -> Loaded:
     """SVAMP in the DSS layout (``svamp_{split}.json``: input = body + newline + question, label = equation)."""
     src = _source_split(spec, split, {"train": "train", "test": "test"})
     path = Path(spec["path"]) / f"svamp_{src}.json"
-    rows = []
-    for i, r in enumerate(_read_json_rows(path)):
-        body, _, question = r["input"].rpartition("\n")
-        try:
-            value = eval_equation(r["label"])
-        except ValueError as err:
-            raise DatasetError(f"{path}: row {i}: {err}") from None
-        rows.append(_math(i, f"{src}-{i}", body, question, r["label"], value, r, ["input", "label"]))
-    return Loaded(rows, str(path))
+
+    def row(i: int, r: dict) -> dict:
+        body, _, question = _text(r["input"], "input").rpartition("\n")
+        return _math(i, f"{src}-{i}", body, question, r["label"], eval_equation(_text(r["label"], "label")), r,
+                     ["input", "label"])
+
+    return Loaded(convert(read_json_records(path), row), str(path))
 
 
 # --------------------------------------------------------------------------- checks and sampling
+
+
+def normalise_text(text: str) -> str:
+    """Lower case, punctuation as spaces, single spaces: the form in which two inputs count as the same item."""
+    return " ".join(re.sub(r"[^\w\s]", " ", str(text).lower()).split())
+
+
+def input_key(row: dict) -> str:
+    """What the student sees of an example, normalised: equal keys in two splits are the same item."""
+    if row["task"] == "mcqa":
+        choices = sorted(normalise_text(c["text"]) for c in row["choices"])
+        return normalise_text(row["question"]) + " || " + " | ".join(choices)
+    if row["task"] == "nli":
+        return normalise_text(row["premise"]) + " || " + normalise_text(row["hypothesis"])
+    return normalise_text(f"{row['body']} {row['question']}")
 
 
 def check_rows(df: pd.DataFrame, source: str) -> None:
@@ -292,6 +410,35 @@ def check_rows(df: pd.DataFrame, source: str) -> None:
                                    f"the choices {labels}")
 
 
+def resolve_overlap(name: str, spec: dict, frames: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Check every pair of splits for shared ids and shared normalised inputs; error, allow or drop per
+    ``spec['overlap']`` (drop removes the items from the earlier split: train, then validation; never test)."""
+    mode = spec.get("overlap", "error")
+    if mode not in OVERLAP_MODES:
+        raise DatasetError(f"datasets.{name}.overlap is {mode!r}; valid choices: {', '.join(OVERLAP_MODES)}")
+    frames = dict(frames)
+    order = sorted(frames, key=lambda s: SPLIT_ORDER.index(s) if s in SPLIT_ORDER else len(SPLIT_ORDER))
+    for a, b in combinations(order, 2):
+        keys_a = pd.Series([input_key(r) for r in frames[a].to_dict("records")], index=frames[a].index)
+        keys_b = {input_key(r) for r in frames[b].to_dict("records")}
+        shared = frames[a]["id"].isin(set(frames[b]["id"])) | keys_a.isin(keys_b)
+        if not shared.any():
+            continue
+        ids = list(frames[a]["id"][shared][:5])
+        msg = (f"datasets.{name}: splits {a} and {b} share {int(shared.sum())} of {len(frames[a])} items "
+               f"(same id or same normalised input), e.g. ids {ids}")
+        if mode == "error":
+            hint = (f"; datasets.{name}.path is a single file, which a hub loader serves for every split: point it "
+                    f"at a folder with one file per split" if spec.get("path") and Path(spec["path"]).is_file()
+                    else "")
+            raise DatasetError(f"{msg}{hint}. If the splits legitimately share items, set datasets.{name}.overlap "
+                               f"to drop (remove them from {a}) or allow")
+        log.warning("%s; overlap: %s", msg, mode)
+        if mode == "drop":
+            frames[a] = frames[a][~shared].reset_index(drop=True)
+    return frames
+
+
 def subsample(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
     """Seeded subset that keeps source order; a larger n gives a superset of a smaller one."""
     if n is None or n >= len(df):
@@ -300,16 +447,30 @@ def subsample(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
     return df.iloc[np.sort(order)].reset_index(drop=True)
 
 
-def load_split(name: str, spec: dict, split: str, seed: int = 0) -> pd.DataFrame:
-    """Load, normalise, check and subsample one split of the dataset configured as `name`."""
+def load_full(name: str, spec: dict, split: str) -> pd.DataFrame:
+    """One whole source split, normalised and checked."""
     loader = LOADERS.get(spec["loader"], f"datasets.{name}.loader")
     loaded = loader(name, spec, split)
     if not loaded.rows:
         raise DatasetError(f"{loaded.source}: no rows for split {split!r}")
     df = pd.DataFrame(loaded.rows)
     check_rows(df, loaded.source)
+    log.info("%s/%s: %d rows from %s", name, split, len(df), loaded.source)
+    return df
+
+
+def load_split(name: str, spec: dict, split: str, seed: int = 0, splits: list[str] | None = None) -> pd.DataFrame:
+    """Load, normalise, check and subsample one split of the dataset configured as `name`.
+
+    Every split in `splits` is loaded whole and checked against the others for shared items before this split is
+    subsampled, so train/test contamination is caught whatever the subsample sizes.
+    """
+    frames = {s: load_full(name, spec, s) for s in dict.fromkeys([*(splits or []), split])}
+    df = resolve_overlap(name, spec, frames)[split]
+    if df.empty:
+        raise DatasetError(f"datasets.{name}: split {split!r} has no rows left after removing the items it shares "
+                           f"with later splits (overlap: drop); do two splits read the same source split?")
     n = (spec.get("subsample") or {}).get(split)
     out = subsample(df, n, seed)
-    task = out["task"].iloc[0]
-    log.info("%s/%s: %d rows from %s, kept %d (seed %d)", name, split, len(df), loaded.source, len(out), seed)
-    return out[COMMON_COLUMNS + TASK_COLUMNS[task]]
+    log.info("%s/%s: kept %d of %d rows (seed %d)", name, split, len(out), len(df), seed)
+    return out[COMMON_COLUMNS + TASK_COLUMNS[out["task"].iloc[0]]]
