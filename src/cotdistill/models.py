@@ -43,6 +43,9 @@ def gguf_location(spec: dict) -> tuple[Path, str]:
 def pretrained_args(spec: dict) -> tuple[str, dict[str, Any]]:
     """The (name_or_path, kwargs) that `from_pretrained` takes for this spec."""
     source = spec.get("source")
+    needed = {"hub": "id", "local": "path", "gguf": "file"}.get(source)
+    if needed and needed not in spec:
+        raise ModelSourceError(f"model spec {spec} has source {source!r} but no {needed!r}")
     if source == "hub":
         return spec["id"], {"revision": spec.get("revision")}
     if source == "local":
