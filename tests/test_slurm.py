@@ -111,7 +111,7 @@ def test_cancelled_finetune_is_retried_and_resumes(slurm, cluster_workdir):
                                 stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 400
     try:
-        while not list(ckpt.glob("checkpoint-*/trainer_state.json")):
+        while not list(ckpt.glob("*/checkpoint-*/trainer_state.json")):
             assert proc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "no checkpoint within 400 s"
             time.sleep(0.5)

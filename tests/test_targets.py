@@ -67,3 +67,30 @@ def test_shuffle_and_mask_are_seeded_perturbations():
     assert m["target"] == "[FIN_LABEL] B [FIN_LABEL] " + " ".join(["[MASK]"] * 8)
     none_masked = build_targets(data, rat, "m", {"kind": "mask", "p": 0.0}, "letter", 0).iloc[0]
     assert none_masked["target"].endswith(rat["rationale"][0])
+
+
+def _perturbed(spec: dict, data: pd.DataFrame, rat: pd.DataFrame, name: str = "p", seed: int = 0) -> dict:
+    out = build_targets(data, rat, name, spec, "letter", seed)
+    return dict(zip(out["id"], out["target"]))
+
+
+@pytest.mark.parametrize("spec", [{"kind": "shuffle", "position": "before"}, {"kind": "mask", "p": 0.5}])
+def test_perturbations_are_seeded_per_example(spec):
+    """An example's perturbation depends on (seed, kind and parameters, id) only."""
+    data = load_split("csqa", {"loader": "csqa_dss", "path": str(ROOT / "data/dss/cqa"),
+                               "subsample": {"train": 40}}, "train")
+    rat = pd.DataFrame({"id": data["id"], "rationale": [" ".join(f"w{j}x{i}" for j in range(12))
+                                                        for i in range(len(data))]})
+    full = _perturbed(spec, data, rat)
+    assert _perturbed(spec, data.iloc[::-1], rat) == full  # rows reordered
+    ids = list(data["id"][5:25])
+    assert _perturbed(spec, data.iloc[5:25], rat) == {i: full[i] for i in ids}  # rows removed / smaller subsample
+    assert _perturbed(spec, data, rat, name="renamed") == full  # the ablation renamed
+    assert _perturbed(spec, data, rat, seed=1) != full  # another global seed
+    originals = {i: r for i, r in zip(rat["id"], rat["rationale"])}
+    changed = [i for i in full if originals[i] not in full[i]]
+    assert len(changed) > 30  # the perturbation does something to almost every example
+
+
+def test_targets_carry_the_task():
+    assert _target("cot_after")["task"] == "mcqa"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -64,3 +65,26 @@ def read_parquet(path: str | os.PathLike, required: list[str] | None = None) -> 
     if missing:
         raise ValueError(f"{path}: missing columns {missing}; found {list(df.columns)}")
     return df
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tree_digest(path: str | os.PathLike) -> str:
+    """Digest of a folder: every file's relative path and content, so any change to a model folder shows."""
+    root = Path(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(root)}\0{file_digest(f)}\0".encode())
+    return h.hexdigest()
+
+
+def json_digest(obj: Any) -> str:
+    """Hex digest of an object's canonical JSON (sorted keys): equal settings, equal digests."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import zlib
 
-import numpy as np
 import pandas as pd
 
 from . import ablations, io
@@ -15,7 +13,7 @@ from .prompts import format_choices
 log = logging.getLogger(__name__)
 
 LABEL_FORMATS = ("letter", "text")
-TARGET_COLUMNS = ["id", "source", "target", "label", "label_start", "label_end"]
+TARGET_COLUMNS = ["id", "task", "source", "target", "label", "label_start", "label_end"]
 
 
 def format_source(row: dict) -> str:
@@ -44,16 +42,16 @@ def candidate_labels(row: dict, label_format: str) -> list[str]:
     return [str(c[key]) for c in row["choices"]]
 
 
-def _seed(seed: int, name: str) -> int:
-    return seed * 1_000_003 + zlib.crc32(name.encode())
-
-
 def build_targets(data: pd.DataFrame, rationales: pd.DataFrame | None, ablation: str, spec: dict,
                   label_format: str, seed: int) -> pd.DataFrame:
-    """One target row per example that has a kept rationale (all examples when the ablation needs none)."""
+    """One target row per example that has a kept rationale (all examples when the ablation needs none).
+
+    Each example's randomness comes from `ablations.example_rng` (seed, kind and parameters, example id): the same
+    example gets the same perturbation whatever the row order, the other rows or the ablation's name.
+    """
     abl = ablations.get(spec, ablation)
-    params = {k: v for k, v in spec.items() if k != "kind"}
-    rng = np.random.default_rng(_seed(seed, ablation))
+    resolved = ablations.resolve(spec, ablation)
+    params = {k: v for k, v in resolved.items() if k != "kind"}
     if rationales is not None:
         data = data.merge(rationales[["id", "rationale"]], on="id", how="inner")  # same rows for every ablation
     elif abl.needs_rationale:
@@ -61,13 +59,14 @@ def build_targets(data: pd.DataFrame, rationales: pd.DataFrame | None, ablation:
     rows = []
     for row in data.to_dict("records"):
         label = label_string(row, label_format)
+        rng = ablations.example_rng(seed, resolved, row["id"])
         target = abl.build(row, row.get("rationale"), label, params, rng)
         marked = ablations.wrap_label(label)
         start = target.rfind(marked) + len(ablations.MARK) + 1
         if start < len(ablations.MARK) + 1:
             raise ValueError(f"ablation {ablation!r}: target for row id {row['id']!r} lacks {marked!r}")
-        rows.append({"id": row["id"], "source": format_source(row), "target": target, "label": label,
-                     "label_start": start, "label_end": start + len(label)})
+        rows.append({"id": row["id"], "task": row["task"], "source": format_source(row), "target": target,
+                     "label": label, "label_start": start, "label_end": start + len(label)})
     return pd.DataFrame(rows, columns=TARGET_COLUMNS)
 
 
@@ -76,6 +75,13 @@ def build_target_file(data: str, rationales: str | None, ablation: str, spec: di
     """`build_targets` from and to Parquet, as the `targets` rule runs it."""
     df = io.read_parquet(data, required=COMMON_COLUMNS)
     rat = io.read_parquet(rationales, required=["id", "rationale"]) if rationales else None
+    if rat is not None:
+        stray = rat.loc[~rat["id"].isin(df["id"]), "id"]
+        if len(stray):
+            raise ValueError(f"{rationales}: {len(stray)} rationale ids are not in {data} (e.g. {list(stray[:3])}): "
+                             f"files do not align")
     out_df = build_targets(df, rat, ablation, spec, label_format, seed)
+    if out_df.empty:
+        raise ValueError(f"ablation {ablation!r}: no targets from {data} and {rationales}")
     log.info("%s: %d targets (%s, labels as %s)", ablation, len(out_df), spec, label_format)
     io.write_parquet(out_df, out)

@@ -2,9 +2,14 @@
 
 Loss falls on target tokens only; batches are padded dynamically and grouped by length; validation accuracy is
 measured by greedy generation (the same code as the evaluate stage) every ``eval_every`` steps and drives early
-stopping (patience and threshold as in the Mysteries paper) and the choice of the best checkpoint. Checkpoints
-live outside the rule's output (``ckpt_dir``), so a killed job resumes from its last one when rerun; they are
-deleted once the final model is in place.
+stopping (patience and threshold as in the Mysteries paper) and the choice of the best checkpoint.
+
+Checkpoints live outside the rule's output, in ``<ckpt_dir>/<fingerprint>/checkpoint-N``: the fingerprint hashes
+everything that decides training (settings without bookkeeping keys, the student's identity and the checksum of
+its weights, the targets file's checksum, seed, validation seed, placement and number of processes), so a killed
+job resumes only the run it was, and a job whose settings or inputs changed starts from step 0. A checkpoint
+without a complete ``trainer_state.json`` (a kill during a save; the Trainer writes that file last) is skipped with
+a log line and removed. Checkpoints are deleted once the final model is in place.
 """
 
 from __future__ import annotations
@@ -23,13 +28,14 @@ import pandas as pd
 import torch
 
 from . import io
+from .ablations import MARK
+from .config import student_identity, training_identity
 from .defaults import TRAINING as DEFAULTS
-from .evaluation import generate, label_budget, normalise, parse_label
+from .evaluation import extract_label, generate, label_budget, same_label
 from .models import pretrained_args
 from .targets import TARGET_COLUMNS
 
 log = logging.getLogger(__name__)
-
 
 
 def cpu_has_bf16() -> bool:
@@ -51,16 +57,46 @@ def use_bf16(precision: str) -> bool:
     return available
 
 
-def encode(tokenizer, sources: list[str], targets: list[str], max_source: int, max_target: int) -> dict:
-    """input_ids = source + " " + target + eos, labels masked (-100) over the source."""
+class OverlongTargetError(ValueError):
+    """A target's label would be cut by ``max_target_tokens``."""
+
+
+def encode(tokenizer, sources: list[str], targets: list[str], marker_ends: list[int], max_source: int,
+           max_target: int, ids: list[str] | None = None, overlong: str = "error") -> tuple[dict, list[str]]:
+    """input_ids = source + " " + target + eos, labels masked (-100) over the source; returns (encoded, dropped).
+
+    A source longer than `max_source` keeps its end (the part next to the answer). A target is cut at
+    `max_target` tokens only after its closing marker (`marker_ends`: character offsets just past it): a target
+    whose label would be cut raises OverlongTargetError naming its id, or with ``overlong="drop"`` is left out
+    and its id returned in `dropped`.
+    """
+    if overlong not in ("error", "drop"):
+        raise ValueError(f"training.overlong is {overlong!r}; valid choices: error, drop")
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    ids, labels = [], []
-    for src, tgt in zip(sources, targets, strict=True):
-        s = tokenizer(src, add_special_tokens=True)["input_ids"][-max_source:]  # keep the end near the answer
-        t = (tokenizer(" " + tgt, add_special_tokens=False)["input_ids"] + eos)[:max_target]
-        ids.append(s + t)
+    ids = list(ids) if ids is not None else [str(i) for i in range(len(sources))]
+    input_ids, labels, dropped = [], [], []
+    for rid, src, tgt, end in zip(ids, sources, targets, marker_ends, strict=True):
+        s = tokenizer(src, add_special_tokens=True)["input_ids"][-max_source:]
+        t = tokenizer(" " + tgt, add_special_tokens=False)["input_ids"] + eos
+        if len(t) > max_target:
+            need = len(tokenizer(" " + tgt[:end], add_special_tokens=False)["input_ids"])
+            if need > max_target:
+                if overlong == "error":
+                    raise OverlongTargetError(
+                        f"target of row id {rid!r} needs {need} tokens up to its closing {MARK}, more than "
+                        f"training.max_target_tokens = {max_target}: its label would be cut. Raise "
+                        f"max_target_tokens, or set training.overlong: drop to leave such rows out")
+                dropped.append(rid)
+                continue
+            t = t[:max_target]
+        input_ids.append(s + t)
         labels.append([-100] * len(s) + t)
-    return {"input_ids": ids, "labels": labels, "length": [len(x) for x in ids]}
+    return {"input_ids": input_ids, "labels": labels, "length": [len(x) for x in input_ids]}, dropped
+
+
+def marker_ends(targets: pd.DataFrame) -> list[int]:
+    """Character offset just past each target's closing marker (its label span plus `` [FIN_LABEL]``)."""
+    return [int(e) + 1 + len(MARK) for e in targets["label_end"]]
 
 
 @dataclass
@@ -84,12 +120,56 @@ class Collator:
 
 
 def split_validation(targets: pd.DataFrame, size: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Carve a validation set from train by id, the same ids for every ablation and seed of a dataset."""
+    """Carve a validation set from train by id, the same ids for every ablation and seed of a dataset.
+
+    At most a fifth of the rows is held out; which ids depends only on the set of ids and the seed.
+    """
     ids = np.sort(targets["id"].to_numpy())
     size = min(size, len(ids) // 5)
     held = set(np.random.default_rng(seed).permutation(ids)[:size])
     is_val = targets["id"].isin(held)
     return targets[~is_val].reset_index(drop=True), targets[is_val].reset_index(drop=True)
+
+
+def run_fingerprint(model_spec: dict, targets_path: str, settings: dict, seed: int, label_first: bool,
+                    data_seed: int, world_size: int) -> str:
+    """A hash of everything that decides a fine-tune: the checkpoint folder's name."""
+    model = student_identity(model_spec)
+    if model_spec.get("source") == "local":
+        model["digest"] = io.tree_digest(model_spec["path"])
+    key = {"model": model, "targets": io.file_digest(targets_path), "settings": training_identity(settings),
+           "seed": seed,
+           "label_first": label_first, "data_seed": data_seed, "world_size": world_size}
+    return io.json_digest(key)[:16]
+
+
+def _step(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[1])
+
+
+def last_complete_checkpoint(run_dir: Path, remove_broken: bool = True) -> Path | None:
+    """The newest checkpoint whose ``trainer_state.json`` is complete; newer broken ones are logged and removed."""
+    for ckpt in sorted(run_dir.glob("checkpoint-*"), key=_step, reverse=True):
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text())["global_step"]
+            return ckpt
+        except (OSError, ValueError, KeyError):
+            log.warning("skipping incomplete checkpoint %s (no complete trainer_state.json: killed while saving?)",
+                        ckpt)
+            if remove_broken:
+                shutil.rmtree(ckpt, ignore_errors=True)
+    return None
+
+
+def checkpoint_dir(base: str | Path, fingerprint: str, clean: bool = True) -> Path:
+    """``<base>/<fingerprint>``; checkpoints of other fingerprints (a changed config) are removed with a log line."""
+    base = Path(base)
+    if clean and base.is_dir():
+        for other in base.iterdir():
+            if other.name != fingerprint:
+                log.info("removing checkpoints of a different run configuration: %s", other)
+                shutil.rmtree(other, ignore_errors=True)
+    return base / fingerprint
 
 
 @dataclass
@@ -100,17 +180,27 @@ class Run:
     tokenizer: Any
     train_examples: int
     validation_examples: int
+    dropped_overlong: int
     bf16: bool
     settings: dict
 
 
-def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str, settings: dict, seed: int,
+def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str | Path, settings: dict, seed: int,
                   label_first: bool, data_seed: int = 0, threads: int = 1) -> Run:
-    """The Trainer `finetune` runs (the benchmark drives the same one)."""
+    """The Trainer `finetune` runs (the benchmark drives the same one); checkpoints go to `ckpt_dir` itself.
+
+    ``batch_size`` is the global batch: with N data-parallel processes each takes batch_size / N, so the number of
+    GPUs changes neither the number of steps nor the learning-rate schedule (only the data order, as a sampler
+    does): it is bookkeeping, like the teacher's batch size.
+    """
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallback, Trainer, TrainingArguments
 
     s = {**DEFAULTS, **settings}
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    if int(s["batch_size"]) % world_size:
+        raise ValueError(f"training.batch_size = {s['batch_size']} is the global batch and must be divisible by the "
+                         f"{world_size} data-parallel processes (the rule's GPUs)")
     torch.set_num_threads(threads)
     name, kwargs = pretrained_args(model_spec)
     tok = AutoTokenizer.from_pretrained(name, **kwargs)
@@ -119,14 +209,23 @@ def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str, settings: 
     model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32, **kwargs)
     targets = io.read_parquet(targets_path, required=TARGET_COLUMNS)
     train_df, val_df = split_validation(targets, int(s["validation_size"]), data_seed)
-    train = Dataset.from_dict(encode(tok, list(train_df["source"]), list(train_df["target"]),
-                                     int(s["max_source_tokens"]), int(s["max_target_tokens"])))
+    encoded, dropped = encode(tok, list(train_df["source"]), list(train_df["target"]), marker_ends(train_df),
+                              int(s["max_source_tokens"]), int(s["max_target_tokens"]), list(train_df["id"]),
+                              s["overlong"])
+    if dropped:
+        log.warning("left out %d of %d training targets whose label would be cut by max_target_tokens = %d "
+                    "(training.overlong: drop), e.g. %s", len(dropped), len(train_df), s["max_target_tokens"],
+                    dropped[:5])
+    if not encoded["input_ids"]:
+        raise ValueError(f"{targets_path}: no training example left (all {len(train_df)} were too long)")
+    train = Dataset.from_dict(encoded)
     val_budget = label_budget(tok, list(targets["label"].unique())) if label_first else int(s["max_target_tokens"])
     bf16 = use_bf16(s["precision"])
     collator = Collator(tok.pad_token_id, int(s["max_source_tokens"]) + int(s["max_target_tokens"])
                         if s["pad_to_max"] else None)
     args = TrainingArguments(
-        output_dir=ckpt_dir, per_device_train_batch_size=int(s["batch_size"]), learning_rate=float(s["lr"]),
+        output_dir=str(ckpt_dir), per_device_train_batch_size=int(s["batch_size"]) // world_size,
+        learning_rate=float(s["lr"]),
         num_train_epochs=float(s["epochs"]), max_steps=int(s["max_steps"]),
         gradient_accumulation_steps=int(s["grad_accum"]), warmup_steps=s["warmup"],
         weight_decay=float(s["weight_decay"]), eval_strategy="steps", eval_steps=int(s["eval_every"]),
@@ -146,7 +245,8 @@ def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str, settings: 
             texts = generate(self.model, tok, list(val_df["source"]), val_budget, int(s["eval_batch_size"]),
                              desc="validation")
             self.model.train()
-            acc = float(np.mean([parse_label(t) == normalise(g) for t, g in zip(texts, val_df["label"])]))
+            acc = float(np.mean([same_label(extract_label(t), g, task)
+                                 for t, g, task in zip(texts, val_df["label"], val_df["task"], strict=True)]))
             metrics = {f"{metric_key_prefix}_accuracy": acc}
             self.log(metrics)
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
@@ -155,22 +255,26 @@ def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str, settings: 
     trainer = GenerationTrainer(  # eval_dataset only satisfies Trainer's check: `evaluate` uses val_df
         model=model, args=args, train_dataset=train, eval_dataset=train.select(range(1)), data_collator=collator,
         callbacks=[EarlyStoppingCallback(int(s["patience"]), float(s["threshold"]))])
-    return Run(trainer, tok, len(train_df), len(val_df), bf16, s)
+    return Run(trainer, tok, len(encoded["input_ids"]), len(val_df), len(dropped), bf16, s)
 
 
 def finetune(model_spec: dict, targets_path: str, out_dir: str, ckpt_dir: str, settings: dict, seed: int,
              label_first: bool, data_seed: int = 0, threads: int = 1) -> dict:
-    """Fine-tune a student (a `models` spec) on a targets file; write the best model and train_metrics.json."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """Fine-tune a student (a `models` spec) on a targets file; write the best model and train_metrics.json.
 
-    run = build_trainer(model_spec, targets_path, ckpt_dir, settings, seed, label_first, data_seed, threads)
+    Resumes from the newest complete checkpoint of the same run fingerprint under `ckpt_dir`, if any.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    rank0 = int(os.environ.get("RANK", 0)) == 0
+    fingerprint = run_fingerprint(model_spec, targets_path, settings, seed, label_first, data_seed, world_size)
+    run_dir = checkpoint_dir(ckpt_dir, fingerprint, clean=rank0)
+    last = last_complete_checkpoint(run_dir, remove_broken=rank0) if run_dir.is_dir() else None
+    resumed = _step(last) if last else 0
+    log.info("run %s: %s", fingerprint, f"resuming from {last} (step {resumed})" if last else "starting at step 0")
+    run = build_trainer(model_spec, targets_path, run_dir, settings, seed, label_first, data_seed, threads)
     trainer = run.trainer
-    last = get_last_checkpoint(ckpt_dir) if Path(ckpt_dir).is_dir() else None
-    resumed = int(json.loads((Path(last) / "trainer_state.json").read_text())["global_step"]) if last else 0
-    if last:
-        log.info("resuming from %s (step %d)", last, resumed)
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=last)
+    result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     wall = time.perf_counter() - start
     # The Trainer evaluates at the last step and reloads the best checkpoint; its score is already recorded.
     final_acc = trainer.state.best_metric
@@ -179,12 +283,13 @@ def finetune(model_spec: dict, targets_path: str, out_dir: str, ckpt_dir: str, s
     lengths = np.array(trainer.train_dataset["length"])
     metrics = {
         "steps": trainer.state.global_step, "resumed_from_step": resumed, "epochs": trainer.state.epoch,
-        "world_size": trainer.args.world_size,
+        "world_size": trainer.args.world_size, "fingerprint": fingerprint,
         "tokens_seen": int(trainer.state.num_input_tokens_seen), "wall_time_s": wall,
         "tokens_per_s": trainer.state.num_input_tokens_seen / wall if wall else None,
         "train_loss": result.training_loss, "train_examples": run.train_examples,
-        "validation_examples": run.validation_examples,
-        "validation_accuracy": final_acc, "best_step": _step_of(trainer.state.best_model_checkpoint),
+        "dropped_overlong": run.dropped_overlong, "validation_examples": run.validation_examples,
+        "validation_accuracy": final_acc, "best_step": _step(Path(trainer.state.best_model_checkpoint))
+        if trainer.state.best_model_checkpoint else None,
         "validation_history": [{"step": h["step"], "accuracy": h["eval_accuracy"]}
                                for h in trainer.state.log_history if "eval_accuracy" in h],
         "bf16": run.bf16, "threads": threads, "mean_length": float(lengths.mean()), "seed": seed,
@@ -198,10 +303,6 @@ def finetune(model_spec: dict, targets_path: str, out_dir: str, ckpt_dir: str, s
     return metrics
 
 
-def _step_of(checkpoint: str | None) -> int | None:
-    return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else None
-
-
 def _save_final(trainer, tok, metrics: dict, out: Path) -> None:
     with io.atomic_dir(out) as tmp:
         trainer.model.save_pretrained(tmp)
@@ -211,17 +312,15 @@ def _save_final(trainer, tok, metrics: dict, out: Path) -> None:
 
 
 def finetune_files(student: dict, converted: str | None, targets: str, out_dir: str, ckpt_dir: str,
-                   settings: dict, seed: int, ablation: str, ablation_spec: dict, data_seed: int,
-                   threads: int, processes: int = 1) -> dict:
+                   settings: dict, seed: int, label_first: bool, data_seed: int, threads: int,
+                   processes: int = 1) -> dict:
     """`finetune` as the `finetune` rule runs it: in-process, or with `processes` > 1 (the rule's GPUs) as
     distributed data-parallel training, one torchrun process per GPU (gloo on CPU)."""
-    from . import ablations
     from .models import student_spec
 
     kwargs = {"model_spec": student_spec(student, converted), "targets_path": targets, "out_dir": out_dir,
-              "ckpt_dir": ckpt_dir, "settings": settings, "seed": seed,
-              "label_first": ablations.label_first(ablation_spec, ablation), "data_seed": data_seed,
-              "threads": threads}
+              "ckpt_dir": ckpt_dir, "settings": settings, "seed": seed, "label_first": label_first,
+              "data_seed": data_seed, "threads": threads}
     if processes <= 1:
         return finetune(**kwargs)
     return launch_distributed(kwargs, processes)

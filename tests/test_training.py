@@ -1,0 +1,122 @@
+"""Fast unit tests of the fine-tuning pieces: encoding, collation, the validation split, checkpoint identity."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from cotdistill.ablations import wrap_label
+from cotdistill.io import write_parquet
+from cotdistill.training import (Collator, OverlongTargetError, checkpoint_dir, encode, last_complete_checkpoint,
+                                 marker_ends, run_fingerprint, split_validation)
+
+from .conftest import gpt2_tokenizer
+
+SOURCE = "Question: Where do you keep milk?\nChoices: A: oven; B: fridge\nAnswer:"
+RATIONALE = "Milk must stay cold, and a fridge is the cold place in a kitchen where food is kept fresh."
+
+
+def _targets(*targets: str) -> pd.DataFrame:
+    rows = []
+    for i, t in enumerate(targets):
+        start = t.rfind(wrap_label("B")) + len("[FIN_LABEL] ")
+        rows.append({"id": f"q{i}", "source": SOURCE, "target": t, "label_end": start + 1})
+    return pd.DataFrame(rows)
+
+
+def test_encode_masks_the_source_and_appends_eos():
+    tok = gpt2_tokenizer()
+    df = _targets(f"{wrap_label('B')} {RATIONALE}")
+    enc, dropped = encode(tok, list(df["source"]), list(df["target"]), marker_ends(df), 512, 256)
+    ids, labels = enc["input_ids"][0], enc["labels"][0]
+    assert not dropped and enc["length"] == [len(ids)] and len(labels) == len(ids)
+    assert tok.decode(ids) == SOURCE + " " + df["target"][0] + tok.eos_token
+    learned = [t for t in labels if t != -100]
+    assert tok.decode(learned) == " " + df["target"][0] + tok.eos_token  # loss on the target only
+    assert labels[: len(ids) - len(learned)] == [-100] * (len(ids) - len(learned))
+
+
+def test_encode_keeps_the_end_of_a_long_source():
+    tok = gpt2_tokenizer()
+    enc, _ = encode(tok, ["filler " * 300 + SOURCE], [wrap_label("B")], [len(wrap_label("B"))], 16, 64)
+    learned = sum(t != -100 for t in enc["labels"][0])
+    assert tok.decode(enc["input_ids"][0][: len(enc["input_ids"][0]) - learned]).endswith("Answer:")
+    assert len(enc["input_ids"][0]) - learned == 16
+
+
+def test_rationale_after_the_label_may_be_cut_but_the_label_never():
+    tok = gpt2_tokenizer()
+    df = _targets(f"{wrap_label('B')} {RATIONALE}", f"{RATIONALE} {wrap_label('B')}")
+    (after_end, before_end), budget = marker_ends(df), 16
+    enc, dropped = encode(tok, [SOURCE], [df["target"][0]], [after_end], 512, budget)
+    assert not dropped and tok.decode(enc["labels"][0][-budget:]).startswith(" [FIN_LABEL] B [FIN_LABEL]")
+    with pytest.raises(OverlongTargetError, match=r"row id 'q1' needs \d+ tokens up to its closing \[FIN_LABEL\], "
+                                                  r"more than training.max_target_tokens = 16"):
+        encode(tok, [SOURCE], [df["target"][1]], [before_end], 512, budget, ids=["q1"])
+    enc, dropped = encode(tok, [SOURCE] * 2, list(df["target"]), marker_ends(df), 512, budget, ids=["q0", "q1"],
+                          overlong="drop")
+    assert dropped == ["q1"] and len(enc["input_ids"]) == 1
+
+
+def test_collator_pads_right_and_masks_pads():
+    batch = Collator(pad_id=0)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}])
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    fixed = Collator(pad_id=0, max_length=5)([{"input_ids": [1], "labels": [1]}])
+    assert fixed["input_ids"].shape == torch.Size([1, 5])
+
+
+def test_split_validation_same_ids_for_every_ablation_and_order():
+    df = pd.DataFrame({"id": [f"r{i}" for i in range(50)], "target": range(50)})
+    train, val = split_validation(df, 8, seed=0)
+    assert len(val) == 8 and len(train) == 42 and not set(train["id"]) & set(val["id"])
+    _, val_shuffled = split_validation(df.sample(frac=1, random_state=1), 8, seed=0)
+    assert set(val_shuffled["id"]) == set(val["id"])  # row order does not matter
+    assert split_validation(df, 100, seed=0)[1].shape[0] == 10  # at most a fifth is held out
+    assert set(split_validation(df, 8, seed=1)[1]["id"]) != set(val["id"])
+
+
+def _checkpoint(folder, step, state=True, text=None):
+    ck = folder / f"checkpoint-{step}"
+    ck.mkdir(parents=True)
+    (ck / "model.safetensors").write_bytes(b"weights")
+    if state:
+        (ck / "trainer_state.json").write_text(text if text is not None else json.dumps({"global_step": step}))
+    return ck
+
+
+def test_incomplete_checkpoints_are_skipped_and_removed(tmp_path, caplog):
+    good = _checkpoint(tmp_path, 10)
+    _checkpoint(tmp_path, 20, state=False)  # killed before trainer_state.json was written
+    _checkpoint(tmp_path, 30, text='{"global_step": 3')  # killed while writing it
+    assert last_complete_checkpoint(tmp_path) == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10"]
+    assert caplog.text.count("skipping incomplete checkpoint") == 2
+    assert last_complete_checkpoint(tmp_path / "nothing-here") is None
+
+
+def test_checkpoint_dir_removes_other_configurations(tmp_path):
+    _checkpoint(tmp_path / "aaaa", 10)
+    _checkpoint(tmp_path / "bbbb", 10)
+    assert checkpoint_dir(tmp_path, "bbbb") == tmp_path / "bbbb"
+    assert [p.name for p in tmp_path.iterdir()] == ["bbbb"]
+
+
+def test_run_fingerprint_follows_what_decides_training(tiny_gpt2, tmp_path):
+    targets = tmp_path / "t.parquet"
+    write_parquet(_targets(wrap_label("B")), targets)
+    spec = {"source": "local", "path": str(tiny_gpt2)}
+    settings = {"lr": 1e-3, "batch_size": 8}
+    base = run_fingerprint(spec, str(targets), settings, 0, True, 0, 1)
+    same = [run_fingerprint(spec, str(targets), {**settings, **change}, 0, True, 0, 1)
+            for change in ({"logging_steps": 1}, {"eval_batch_size": 2}, {"save_total_limit": 9})]
+    assert same == [base] * 3
+    other = [run_fingerprint(spec, str(targets), {**settings, "lr": 2e-3}, 0, True, 0, 1),
+             run_fingerprint(spec, str(targets), settings, 1, True, 0, 1),
+             run_fingerprint(spec, str(targets), settings, 0, False, 0, 1),
+             run_fingerprint(spec, str(targets), settings, 0, True, 0, 2)]
+    assert base not in other and len(set(other)) == 4
+    write_parquet(_targets(f"{wrap_label('B')} {RATIONALE}"), targets)  # new targets, same path
+    assert run_fingerprint(spec, str(targets), settings, 0, True, 0, 1) != base
