@@ -40,12 +40,39 @@ def tiny_gpt2(tmp_path_factory) -> Path:
     return build_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
 
 
-@pytest.fixture()
-def workdir(tmp_path) -> Path:
-    """A copy of the workflow (not results/) in a temp dir, as a user's checkout would be."""
+def copy_workflow(folder: Path) -> Path:
+    """A copy of the workflow (not results/) in `folder`, as a user's checkout would be."""
     for name in ["Snakefile", "rules", "workflow_scripts", "schemas", "prompts", "envs", "profiles"]:
         src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
-    (tmp_path / "data").symlink_to(ROOT / "data")
-    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
-    return tmp_path
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, folder / name)
+    (folder / "data").symlink_to(ROOT / "data")
+    shutil.copy(ROOT / "config.yaml", folder / "config.yaml")
+    return folder
+
+
+@pytest.fixture()
+def workdir(tmp_path) -> Path:
+    return copy_workflow(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def marker_model(tmp_path_factory) -> Path:
+    """A tiny GPT-2 fine-tuned (100 steps, the project's Trainer path) until it answers
+    `[FIN_LABEL] X [FIN_LABEL] because ...`: a model for which stopping at the marker actually cuts text."""
+    import pandas as pd
+
+    from cotdistill.datasets import load_split
+    from cotdistill.io import write_parquet
+    from cotdistill.targets import build_targets
+    from cotdistill.training import finetune
+
+    tmp = tmp_path_factory.mktemp("marker-model")
+    base = build_tiny_gpt2(tmp / "base", width=64)
+    data = load_split("csqa", {"loader": "csqa_dss", "path": str(ROOT / "data/dss/cqa"), "subsample": {"train": 64}},
+                      "train")
+    rat = pd.DataFrame({"id": data["id"], "rationale": "because it is the right answer for this question"})
+    write_parquet(build_targets(data, rat, "cot_after", {"kind": "cot_after"}, "letter", 0), tmp / "targets.parquet")
+    finetune({"source": "local", "path": str(base)}, str(tmp / "targets.parquet"), str(tmp / "model"),
+             str(tmp / "ckpt"), {"lr": 4e-3, "batch_size": 8, "max_steps": 100, "eval_every": 10**6,
+                                 "validation_size": 8, "logging_steps": 50}, seed=0, label_first=True, threads=2)
+    return tmp / "model"

@@ -1,11 +1,12 @@
-import math
-
 import pytest
 import torch
 
-from cotdistill.evaluation import MarkerStop, generate, label_budget, parse_label, score, wilson
+from cotdistill.datasets import load_split
+from cotdistill.evaluation import (MarkerStop, canonical, extract_label, generate, label_budget, parse_label,
+                                   same_label, score)
+from cotdistill.targets import format_source
 
-from .conftest import gpt2_tokenizer
+from .conftest import ROOT, gpt2_tokenizer
 
 
 @pytest.mark.parametrize(
@@ -32,12 +33,6 @@ def test_score_flags_collapse_and_counts_unparsed():
     assert good["accuracy"] == 1.0 and not good["collapsed"] and good["above_majority"]
 
 
-def test_wilson_interval():
-    lo, hi = wilson(30, 100)
-    assert math.isclose(lo, 0.2189, abs_tol=1e-3) and math.isclose(hi, 0.3958, abs_tol=1e-3)
-    assert wilson(0, 10)[0] == 0.0
-
-
 def test_label_budget_fits_longest_label():
     tok = gpt2_tokenizer()
     labels = ["A", "bookstore", "supermarket checkout counter"]
@@ -56,15 +51,19 @@ def test_marker_stop_per_sequence():
     assert MarkerStop(tok, prompt.shape[1])(ids, None).tolist() == [True, False]
 
 
-def test_generation_stops_at_marker_and_matches_full_length(tiny_gpt2):
-    """Marker stopping may only cut what comes after the label: parsed labels equal those of a full generation."""
+def test_generation_stops_at_marker_and_matches_full_length(marker_model):
+    """On a model that emits the markers, stopping cuts what follows the label and nothing else."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tiny_gpt2)
-    model = AutoModelForCausalLM.from_pretrained(tiny_gpt2).eval()
-    sources = ["Question: a?\nAnswer:", "Question: longer question here?\nAnswer:"]
-    short = generate(model, tok, sources, 12, stop_at_marker=True)
-    full = generate(model, tok, sources, 12, stop_at_marker=False)
+    tok = AutoTokenizer.from_pretrained(marker_model)
+    model = AutoModelForCausalLM.from_pretrained(marker_model).eval()
+    data = load_split("csqa", {"loader": "csqa_dss", "path": str(ROOT / "data/dss/cqa"), "subsample": {"test": 16}},
+                      "test")
+    sources = [format_source(r) for r in data.to_dict("records")]
+    short = generate(model, tok, sources, 40, batch_size=8, stop_at_marker=True)
+    full = generate(model, tok, sources, 40, batch_size=8, stop_at_marker=False)
+    assert sum(s.count("[FIN_LABEL]") == 2 for s in short) >= 14  # the model emits both markers
+    assert sum(len(f) > len(s) + 10 for s, f in zip(short, full)) >= 14  # and stopping cut real text
     for s, f in zip(short, full):
         assert f.startswith(s)
         assert parse_label(s) == parse_label(f)
@@ -79,3 +78,20 @@ def test_canonical_maps_answer_text_to_choice_letter():
     assert canonical("b", row, "letter") == "b"
     assert canonical("freezer", row, "text") == "<invalid>"
     assert canonical(None, row, "text") is None
+
+
+MATH = {"task": "math", "answer_label": "( 84.0 / 2.0 )"}
+
+
+def test_svamp_answers_are_scored_by_value():
+    assert canonical("( 84 / 2 )", MATH, "text") == canonical("( 84.0 / 2.0 )", MATH, "text") == "42"
+    assert canonical("84/2", MATH, "text") == "42" and canonical("( 84 / 3 )", MATH, "text") == "28"
+    assert canonical("( 1.0 + 2.0 ) * ( 3.0 + 4.0 )", MATH, "text") == "21"  # inner parentheses survive
+    assert canonical("( 10 / 3 )", MATH, "text") == canonical("( 20.0 / 6.0 )", MATH, "text")
+    assert canonical("__import__('os').system('true')", MATH, "text") == "<invalid>"
+    assert canonical(None, MATH, "text") is None
+    label = extract_label(" [FIN_LABEL] ( 84 / 2 ) [FIN_LABEL] because half")
+    assert label == "( 84 / 2 )" and same_label(label, "( 84.0 / 2.0 )", "math")
+    assert not same_label("( 84 / 4 )", "( 84.0 / 2.0 )", "math") and not same_label("x", "x", "math")
+    s = score([canonical(p, MATH, "text") for p in ["( 84 / 2 )", "( 42.0 )", "( 84 / 3 )", None]], ["42"] * 4)
+    assert s["correct"] == 2 and s["unparsed"] == 1

@@ -1,7 +1,9 @@
 """Greedy evaluation of a fine-tuned student: stop at the closing marker, parse the label, score it honestly.
 
 Every accuracy comes with its Wilson 95% interval, the majority-class rate of the gold labels, the chance rate and
-a `collapsed` flag for a model that gives one answer to most items; unparsed outputs count as wrong.
+a `collapsed` flag for a model that gives one answer to most items; unparsed outputs count as wrong. Multiple-choice
+answers are scored as choice letters (whatever the label format), NLI answers as relations, and SVAMP answers by the
+value of their equation (a syntax-tree evaluator, never eval): ``( 84 / 2 )`` and ``( 84.0 / 2.0 )`` agree.
 Throughput goes to a separate ``.speed.json`` so the eval JSON is byte-identical across reruns with one seed.
 """
 
@@ -9,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import time
 from collections import Counter
@@ -21,8 +22,9 @@ from tqdm.auto import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from . import ablations, io
-from .datasets import COMMON_COLUMNS
+from .datasets import COMMON_COLUMNS, eval_equation
 from .defaults import EVALUATION
+from .stats import wilson
 from .targets import candidate_labels, format_source, label_string
 
 log = logging.getLogger(__name__)
@@ -46,10 +48,33 @@ def normalise(label: str) -> str:
     return " ".join(label.strip().strip(".()").lower().split())
 
 
+def extract_label(text: str) -> str | None:
+    """The text between the first pair of markers, stripped; None if there is no pair."""
+    m = _LABEL_RE.search(text)
+    return m.group(1).strip() if m else None
+
+
 def parse_label(text: str) -> str | None:
     """The label between the first pair of markers, tolerant of whitespace and case; None if absent."""
-    m = _LABEL_RE.search(text)
-    return normalise(m.group(1)) if m else None
+    label = extract_label(text)
+    return None if label is None else normalise(label)
+
+
+def equation_class(equation: str) -> str:
+    """An equation's value as a class string (equal values, equal strings); ``<invalid>`` if it is no equation."""
+    try:
+        return f"{round(eval_equation(equation), 6):.12g}"
+    except ValueError:
+        return "<invalid>"
+
+
+def same_label(predicted: str | None, gold: str, task: str) -> bool:
+    """Whether an extracted label names the gold one: by value for equations, by normalised text otherwise."""
+    if predicted is None:
+        return False
+    if task == "math":
+        return equation_class(predicted) == equation_class(gold) != "<invalid>"
+    return normalise(predicted) == normalise(gold)
 
 
 def label_budget(tokenizer, labels: list[str], margin: int = 2) -> int:
@@ -80,22 +105,15 @@ def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_si
     return out
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 0.0
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def canonical(pred: str | None, row: dict, label_format: str) -> str | None:
-    """The class a parsed prediction names: the choice letter for multiple choice (whatever the label format),
-    so majority rate and collapse are measured over answer positions; ``<invalid>`` when it names no choice."""
+    """The class an extracted label names: the choice letter for multiple choice (whatever the label format),
+    so majority rate and collapse are measured over answer positions; the relation for NLI; the value for an
+    equation; ``<invalid>`` when it names no choice (or is no equation)."""
     if pred is None:
         return None
-    if row["task"] != "mcqa":
-        return pred
+    if row["task"] == "math":
+        return equation_class(pred)
+    pred = normalise(pred)
     for c, lab in zip(row["choices"], candidate_labels(row, label_format), strict=True):
         if normalise(lab) == pred:
             return normalise(c["label"])
@@ -110,7 +128,7 @@ def score(predictions: list[str | None], gold: list[str], n_choices: int | None 
     """
     n = len(gold)
     gold_n = [normalise(g) for g in gold]
-    correct = sum(p is not None and p == g for p, g in zip(predictions, gold_n, strict=True))
+    correct = sum(p is not None and p == g != "<invalid>" for p, g in zip(predictions, gold_n, strict=True))
     dist = Counter("<unparsed>" if p is None else p for p in predictions)
     top_label, top_count = dist.most_common(1)[0] if dist else ("", 0)
     majority_label, majority_count = Counter(gold_n).most_common(1)[0] if gold_n else ("", 0)
@@ -126,13 +144,17 @@ def score(predictions: list[str | None], gold: list[str], n_choices: int | None 
     }
 
 
-def evaluate(model_dir: str, data: str, ablation: str, spec: dict, label_format: str, settings: dict,
-             out_json: str, out_predictions: str, out_speed: str, threads: int = 1) -> dict:
-    """Evaluate one fine-tuned model on one test split and write eval JSON, predictions and speed."""
+def evaluate(model_dir: str, data: str, ablation: str, label_first: bool, label_format: str, out_json: str,
+             out_predictions: str, out_speed: str, max_new_tokens: int | None = None,
+             batch_size: int = EVALUATION["batch_size"], threads: int = 1) -> dict:
+    """Evaluate one fine-tuned model on one test split and write eval JSON, predictions and speed.
+
+    Label-first models generate up to the closing marker within the longest label's budget; the others generate
+    their rationale first, up to `max_new_tokens`.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(threads)
-    settings = {**EVALUATION, **settings}
     df = io.read_parquet(data, required=COMMON_COLUMNS)
     rows = df.to_dict("records")
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -140,25 +162,24 @@ def evaluate(model_dir: str, data: str, ablation: str, spec: dict, label_format:
     model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     gold = [label_string(r, label_format) for r in rows]
     all_labels = sorted({lab for r in rows for lab in candidate_labels(r, label_format)} | set(gold))
-    first = ablations.label_first(spec, ablation)
-    max_new = label_budget(tok, all_labels) if first else int(settings["max_new_tokens"])
+    max_new = label_budget(tok, all_labels) if label_first else int(max_new_tokens or EVALUATION["max_new_tokens"])
     start = time.perf_counter()
-    texts = generate(model, tok, [format_source(r) for r in rows], max_new, int(settings["batch_size"]),
-                     desc=f"eval {ablation}")
+    texts = generate(model, tok, [format_source(r) for r in rows], max_new, batch_size, desc=f"eval {ablation}")
     seconds = time.perf_counter() - start
-    preds = [parse_label(t) for t in texts]
+    preds = [extract_label(t) for t in texts]
     classes = [canonical(p, r, label_format) for p, r in zip(preds, rows, strict=True)]
-    gold_classes = [canonical(normalise(g), r, label_format) for g, r in zip(gold, rows, strict=True)]
+    gold_classes = [canonical(g, r, label_format) for g, r in zip(gold, rows, strict=True)]
     n_choices = len(rows[0]["choices"]) if rows and rows[0]["task"] != "math" else None
     result = {**score(classes, gold_classes, n_choices), "ablation": ablation, "label_format": label_format,
               "model": str(Path(model_dir)),
               "decoding": {"greedy": True, "max_new_tokens": max_new, "stop": "closing " + ablations.MARK,
-                           "label_first": first, "batch_size": int(settings["batch_size"])}}
+                           "label_first": label_first}}
     io.write_parquet(pd.DataFrame({"id": [r["id"] for r in rows], "generated": texts, "parsed_label": preds,
                                    "predicted_class": classes, "gold": [normalise(g) for g in gold],
                                    "gold_class": gold_classes}), out_predictions)
     io.write_json({"examples_per_s": len(rows) / seconds if seconds else None, "seconds": seconds,
-                   "n": len(rows), "device": str(next(model.parameters()).device), "threads": threads}, out_speed)
+                   "n": len(rows), "device": str(next(model.parameters()).device), "threads": threads,
+                   "batch_size": batch_size}, out_speed)
     io.write_json(result, out_json)
     log.info("%s: accuracy %.4f (95%% CI %.3f-%.3f), majority %.4f, unparsed %d, %.1f examples/s", ablation,
              result["accuracy"], *result["ci95"], result["majority_rate"], result["unparsed"], len(rows) / seconds)
