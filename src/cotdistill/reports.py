@@ -1,115 +1,305 @@
-"""Paper tables from eval JSONs: mean +- std over seeds, the 95% interval and majority rate beside every
-accuracy, collapse flags, the published number where student and dataset match, and the paper's claim checked."""
+"""Paper tables from per-item predictions: accuracy with an interval that respects the design, paired tests
+against the baselines, the paper's claim checked for significance, and a per-item drill-down.
+
+Every accuracy cell is the mean over seeds +- their standard deviation, with a 95% percentile interval from a
+bootstrap over test items and seeds (`stats.bootstrap_interval`), beside the majority-class rate. Every ablation is
+compared with the experiment's reference ablations (``compare_to``, default the no-CoT and CoT-after ablations) on
+the same items: a paired bootstrap of the difference pooled over seeds (Holm-adjusted within each dataset, student
+and reference) and an exact McNemar test per seed. Published numbers come from data files under
+``resources/published``.
+"""
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 import re
+from io import StringIO
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from . import io
-from .evaluation import load_eval, wilson
+from .evaluation import load_eval
+from .stats import bootstrap_interval, holm, mcnemar_exact, paired_bootstrap
+from .targets import format_source
 
 log = logging.getLogger(__name__)
 
-# Mysteries paper, Table 1 (accuracy %): placement x student x dataset.
-PUBLISHED_TABLE1 = {
-    "none": {"GPT-2": {"CSQA": 63.11, "OBQA": 60.20, "QuaRel": 59.05},
-             "Phi-1.5": {"CSQA": 67.77, "OBQA": 56.81, "QuaRel": 76.82},
-             "Gemma-2B": {"CSQA": 68.53, "OBQA": 58.15, "QuaRel": 73.39}},
-    "cot_before": {"GPT-2": {"CSQA": 67.20, "OBQA": 69.71, "QuaRel": 66.27},
-                   "Phi-1.5": {"CSQA": 70.83, "OBQA": 63.49, "QuaRel": 79.99},
-                   "Gemma-2B": {"CSQA": 70.61, "OBQA": 65.85, "QuaRel": 74.90}},
-    "cot_after": {"GPT-2": {"CSQA": 70.92, "OBQA": 70.26, "QuaRel": 71.04},
-                  "Phi-1.5": {"CSQA": 72.56, "OBQA": 72.49, "QuaRel": 81.36},
-                  "Gemma-2B": {"CSQA": 72.64, "OBQA": 68.93, "QuaRel": 78.16}},
-}
+ALPHA = 0.05
+MARKS = "*†‡§¶"
+
+
+def mark(i: int) -> str:
+    """The mark of the i-th reference: a symbol, then numbers."""
+    return MARKS[i] if i < len(MARKS) else f"^{i + 1}"
+CLAIM = ("cot_after", "cot_before", "none")  # the Mysteries paper's ordering, by ablation kind
 _PATH = re.compile(r"eval/(?P<dataset>[^/]+)/(?P<teacher>[^/]+)/(?P<student>[^/]+)/(?P<ablation>[^/]+)/"
                    r"seed(?P<seed>\d+)\.json$")
 
 
-def collect(paths: list[str]) -> pd.DataFrame:
-    rows = []
-    for p in paths:
-        m = _PATH.search(str(p))
+def published(table: str = "mysteries_table1") -> pd.DataFrame:
+    """A paper's published numbers (a CSV under ``resources/published``)."""
+    text = importlib.resources.files("cotdistill").joinpath(f"resources/published/{table}.csv").read_text()
+    return pd.read_csv(StringIO(text), comment="#")
+
+
+def _seed_of(names: tuple, seed: int) -> int:
+    """A bootstrap seed from the report seed and the names compared, so every number is reproducible alone."""
+    return int(io.json_digest([seed, *names])[:8], 16)
+
+
+# --------------------------------------------------------------------------- collecting
+
+
+def collect(evals: list[str], predictions: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per eval JSON, one row per model x item with its prediction and correctness)."""
+    rows, items = [], []
+    for path, pred_path in zip(evals, predictions, strict=True):
+        m = _PATH.search(str(path))
         if not m:
-            raise ValueError(f"{p}: not an eval JSON path (eval/<dataset>/<teacher>/<student>/<ablation>/seedN.json)")
-        r = load_eval(p)
-        rows.append({**m.groupdict(), "seed": int(m["seed"]), "path": str(p), "accuracy": r["accuracy"],
-                     "correct": r["correct"], "n": r["n"], "unparsed": r["unparsed"],
-                     "majority_rate": r["majority_rate"], "collapsed": r["collapsed"],
+            raise ValueError(f"{path}: not an eval JSON path (eval/<dataset>/<teacher>/<student>/<ablation>/seedN.json)")
+        key = {**m.groupdict(), "seed": int(m["seed"])}
+        r = load_eval(path)
+        rows.append({**key, "path": str(path), "accuracy": r["accuracy"], "correct": r["correct"], "n": r["n"],
+                     "unparsed": r["unparsed"], "majority_rate": r["majority_rate"], "collapsed": r["collapsed"],
                      "top_prediction": r["top_prediction"], "top_share": r["top_prediction_share"]})
-    return pd.DataFrame(rows)
+        p = io.read_parquet(pred_path, required=["id", "predicted_class", "gold_class", "parsed_label"])
+        if len(p) != r["n"]:
+            raise ValueError(f"{pred_path}: {len(p)} predictions but {path} counts n = {r['n']}: files do not align")
+        correct = p["predicted_class"].notna() & (p["predicted_class"] == p["gold_class"]) & (
+            p["gold_class"] != "<invalid>")
+        if int(correct.sum()) != r["correct"]:
+            raise ValueError(f"{pred_path}: {int(correct.sum())} correct predictions but {path} counts "
+                             f"{r['correct']}: files do not align")
+        items.append(p.assign(**key, correct=correct.to_numpy())[
+            ["dataset", "student", "ablation", "seed", "id", "parsed_label", "predicted_class", "gold_class",
+             "correct"]])
+    return pd.DataFrame(rows), pd.concat(items, ignore_index=True)
 
 
-def summarise(evals: pd.DataFrame, config: dict, kinds: dict[str, str]) -> pd.DataFrame:
-    """One row per (dataset, student, ablation): seeds pooled for the interval, mean and std for the table."""
+def correctness(items: pd.DataFrame, dataset: str, student: str, ablation: str,
+                seeds: list[int] | None = None) -> tuple[np.ndarray, list[int]]:
+    """The (seeds x items) correctness matrix of one cell, items in id order."""
+    cell = items[(items.dataset == dataset) & (items.student == student) & (items.ablation == ablation)]
+    seeds = sorted(cell["seed"].unique()) if seeds is None else seeds
+    wide = cell.pivot(index="seed", columns="id", values="correct").loc[seeds]
+    return wide.sort_index(axis=1).to_numpy(dtype=bool), seeds
+
+
+def check_aligned(items: pd.DataFrame) -> None:
+    """Every model of a dataset must have answered the same items: comparisons are paired."""
+    for ds, g in items.groupby("dataset"):
+        sets = g.groupby(["student", "ablation", "seed"])["id"].apply(frozenset)
+        if sets.nunique() > 1:
+            first, other = sets.index[0], sets.index[(sets != sets.iloc[0]).to_numpy().argmax()]
+            raise ValueError(f"dataset {ds}: {'/'.join(map(str, first))} and {'/'.join(map(str, other))} were "
+                             f"evaluated on different test items; paired comparisons need the same items")
+
+
+# --------------------------------------------------------------------------- summary and tests
+
+
+def summarise(evals: pd.DataFrame, items: pd.DataFrame, config: dict) -> pd.DataFrame:
+    """One row per (dataset, student, ablation): mean and std over seeds, bootstrap interval, baselines, flags."""
+    pub = published()
     out = []
     for (ds, st, ab), g in evals.groupby(["dataset", "student", "ablation"], sort=False):
-        lo, hi = wilson(int(g["correct"].sum()), int(g["n"].sum()))
-        paper_st = config["students"].get(st, {}).get("paper_name")
-        paper_ds = config["datasets"].get(ds, {}).get("paper_name")
-        published = PUBLISHED_TABLE1.get(kinds.get(ab, ab), {}).get(paper_st, {}).get(paper_ds)
+        matrix, _ = correctness(items, ds, st, ab)
+        lo, hi = bootstrap_interval(matrix, seed=_seed_of((ds, st, ab), config.get("seed", 0)))
+        worst = g.loc[g["top_share"].idxmax()]  # the most collapsed seed: its label and share belong together
+        hit = pub[(pub.ablation_kind == config["ablations"].get(ab)) & (pub.student == config["students"].get(st))
+                  & (pub.dataset == config["datasets"].get(ds))]
+        majority = float(g["majority_rate"].iloc[0])
         out.append({"dataset": ds, "student": st, "ablation": ab, "seeds": len(g),
-                    "accuracy": 100 * g["accuracy"].mean(), "std": 100 * g["accuracy"].std(ddof=1) if len(g) > 1
-                    else 0.0, "ci_low": 100 * lo, "ci_high": 100 * hi, "n": int(g["n"].iloc[0]),
-                    "majority_rate": 100 * g["majority_rate"].iloc[0], "above_majority": bool(lo > g["majority_rate"]
-                                                                                              .iloc[0]),
+                    "accuracy": 100 * g["accuracy"].mean(),
+                    "std": 100 * g["accuracy"].std(ddof=1) if len(g) > 1 else 0.0,
+                    "ci_low": 100 * lo, "ci_high": 100 * hi, "n": int(g["n"].iloc[0]),
+                    "majority_rate": 100 * majority, "above_majority": bool(lo > majority),
                     "unparsed": int(g["unparsed"].sum()), "collapsed": bool(g["collapsed"].any()),
-                    "top_prediction": g["top_prediction"].iloc[0], "top_share": 100 * g["top_share"].max(),
-                    "published": published})
+                    "top_prediction": worst["top_prediction"], "top_share": 100 * float(worst["top_share"]),
+                    "top_seed": int(worst["seed"]),
+                    "published": float(hit["accuracy"].iloc[0]) if len(hit) else None})
     return pd.DataFrame(out)
 
 
-def claim(summary: pd.DataFrame, order: tuple[str, ...] = ("cot_after", "cot_before", "none")) -> list[str]:
-    """The Mysteries claim "after > before > none", checked per student over the datasets that have all three."""
-    lines = []
-    for st, g in summary.groupby("student", sort=False):
-        held, total, details = 0, 0, []
-        for ds, d in g.groupby("dataset", sort=False):
-            acc = dict(zip(d["ablation"], d["accuracy"]))
-            if not all(a in acc for a in order):
-                continue
-            total += 1
-            ok = all(acc[a] > acc[b] for a, b in zip(order, order[1:]))
-            held += ok
-            details.append(f"{ds}: " + " > ".join(f"{a} {acc[a]:.1f}" for a in order) if ok else
-                           f"{ds}: " + ", ".join(f"{a} {acc[a]:.1f}" for a in order))
-        if total:
-            lines.append(f"{st}: {' > '.join(o.replace('cot_', '') for o in order)} holds on {held} of {total} "
-                         f"dataset{'s' if total != 1 else ''} ({'; '.join(details)})")
-    return lines
+def compare(items: pd.DataFrame, dataset: str, student: str, a: str, b: str, seed: int = 0) -> dict:
+    """Paired tests of ablation `a` against `b` on the same items, over the seeds both have."""
+    seeds_a = set(items[(items.dataset == dataset) & (items.student == student) & (items.ablation == a)]["seed"])
+    seeds_b = set(items[(items.dataset == dataset) & (items.student == student) & (items.ablation == b)]["seed"])
+    seeds = sorted(seeds_a & seeds_b)
+    if not seeds:
+        raise ValueError(f"{dataset}/{student}: {a} and {b} share no seed; nothing to pair")
+    ma, _ = correctness(items, dataset, student, a, seeds)
+    mb, _ = correctness(items, dataset, student, b, seeds)
+    boot = paired_bootstrap(ma, mb, seed=_seed_of((dataset, student, *sorted((a, b))), seed))  # same draws either way
+    per_seed = [mcnemar_exact(ma[i], mb[i]) for i in range(len(seeds))]
+    return {"dataset": dataset, "student": student, "ablation": a, "reference": b, "seeds": len(seeds),
+            "n": ma.shape[1], "diff": 100 * boot.diff, "diff_low": 100 * boot.low, "diff_high": 100 * boot.high,
+            "p_bootstrap": boot.p,
+            "mcnemar": "; ".join(f"seed {s}: +{x}/-{y}, p={p:.3g}" for s, (x, y, p) in zip(seeds, per_seed)),
+            "mcnemar_max_p": max(p for _, _, p in per_seed)}
 
 
-def _cell(r: pd.Series) -> str:
-    text = f"{r.accuracy:.1f} ± {r['std']:.1f} [{r.ci_low:.1f}, {r.ci_high:.1f}]"
+def paired_tests(summary: pd.DataFrame, items: pd.DataFrame, config: dict) -> pd.DataFrame:
+    """Every ablation against each reference in ``compare_to``, Holm-adjusted within (dataset, student, ref); two
+    references are compared once (under the first)."""
+    rows = []
+    for (ds, st), g in summary.groupby(["dataset", "student"], sort=False):
+        present = list(g["ablation"])
+        refs = [r for r in config.get("compare_to", []) if r in present]
+        for k, ref in enumerate(refs):
+            family = [compare(items, ds, st, ab, ref, config.get("seed", 0)) for ab in present
+                      if ab != ref and ab not in refs[:k]]
+            for row, adj in zip(family, holm([r["p_bootstrap"] for r in family]), strict=True):
+                rows.append({**row, "p_holm": adj, "significant": adj < ALPHA})
+    columns = ["dataset", "student", "ablation", "reference", "seeds", "n", "diff", "diff_low", "diff_high",
+               "p_bootstrap", "p_holm", "significant", "mcnemar", "mcnemar_max_p"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def claim(summary: pd.DataFrame, items: pd.DataFrame, config: dict, order: tuple[str, ...] = CLAIM) -> list[dict]:
+    """The Mysteries claim "after > before > none" per student and dataset: holds (every step significantly in
+    the claimed direction, p < 0.05 each: an intersection-union test), reversed (a step significantly the other
+    way, p < 0.05 / steps), or not significant."""
+    kinds = config["ablations"]
+    out = []
+    for (ds, st), g in summary.groupby(["dataset", "student"], sort=False):
+        names = [next((a for a in g["ablation"] if kinds.get(a) == kind), None) for kind in order]
+        if None in names:
+            continue
+        steps = [compare(items, ds, st, x, y, config.get("seed", 0)) for x, y in zip(names, names[1:])]
+        detail = "; ".join(f"{s['ablation']} − {s['reference']} = {s['diff']:+.1f} pp [{s['diff_low']:+.1f}, "
+                           f"{s['diff_high']:+.1f}], p = {s['p_bootstrap']:.3g}" for s in steps)
+        out.append({"dataset": ds, "student": st, "verdict": verdict([(x["diff"], x["p_bootstrap"]) for x in steps]),
+                    "detail": detail})
+    return out
+
+
+def verdict(steps: list[tuple[float, float]], alpha: float = ALPHA) -> str:
+    """A claimed ordering from its steps' (difference, p): holds if every step is significantly in the claimed
+    direction at `alpha` (an intersection-union test needs no correction); reversed if any step is significantly
+    the other way at `alpha` / steps (Bonferroni over the union); else not significant."""
+    if all(d > 0 and p < alpha for d, p in steps):
+        return "holds"
+    if any(d < 0 and p < alpha / len(steps) for d, p in steps):
+        return "reversed"
+    return "not significant"
+
+
+# --------------------------------------------------------------------------- drill-down
+
+
+def flips(items: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
+    """Per comparison and item: ``gained`` (the ablation right, its reference wrong, in every seed both have),
+    ``lost`` (the reverse), ``mixed`` (a flip in some seeds only, or each way in different seeds) or empty (the
+    two agree in every seed); one column per comparison."""
+    columns = {}
+    for t in tests.itertuples():
+        cell = items[(items.dataset == t.dataset) & (items.student == t.student)]
+        a = cell[cell.ablation == t.ablation].pivot(index="id", columns="seed", values="correct")
+        b = cell[cell.ablation == t.reference].pivot(index="id", columns="seed", values="correct")
+        seeds = sorted(set(a.columns) & set(b.columns))
+        a, b = a[seeds].astype(bool), b[seeds].astype(bool)
+        gained, lost = (a & ~b).any(axis=1), (~a & b).any(axis=1)
+        state = pd.Series("", index=a.index)
+        state[(a & ~b).all(axis=1)] = "gained"
+        state[(~a & b).all(axis=1)] = "lost"
+        state[(state == "") & (gained | lost)] = "mixed"
+        columns[(t.dataset, f"flip:{t.student}/{t.ablation}-vs-{t.reference}")] = state
+    frames = [pd.DataFrame({name: col for (d, name), col in columns.items() if d == ds}).assign(dataset=ds)
+              for ds in dict.fromkeys(d for d, _ in columns)]
+    return pd.concat(frames).rename_axis("id").reset_index() if frames else pd.DataFrame(columns=["id", "dataset"])
+
+
+def drilldown(items: pd.DataFrame, flip_table: pd.DataFrame, data: list[str]) -> pd.DataFrame:
+    """Per test item, every model's prediction and correctness side by side (one column pair per model), then
+    the item's flip state in every comparison."""
+    frames = []
+    sources = {Path(d).parent.name: io.read_parquet(d) for d in data}
+    for ds, g in items.groupby("dataset", sort=False):
+        g = g.assign(model=g["student"] + "/" + g["ablation"] + "/seed" + g["seed"].astype(str))
+        pred = g.pivot(index="id", columns="model", values="parsed_label").add_prefix("pred:")
+        corr = g.pivot(index="id", columns="model", values="correct").add_prefix("correct:")
+        models = list(dict.fromkeys(g["model"]))
+        wide = pd.concat([pred, corr], axis=1)[[c for m in models for c in (f"pred:{m}", f"correct:{m}")]]
+        gold = g.drop_duplicates("id").set_index("id")["gold_class"]
+        src = sources.get(ds)
+        inputs = src.set_index("id").apply(lambda r: format_source(r.to_dict()), axis=1) if src is not None \
+            else pd.Series(dtype=str)
+        frames.append(wide.assign(dataset=ds, gold=gold, input=inputs.reindex(wide.index)).reset_index())
+    df = pd.concat(frames, ignore_index=True).merge(flip_table, on=["dataset", "id"], how="left")
+    lead = ["dataset", "id", "input", "gold"]
+    return df[lead + [c for c in df.columns if c not in lead]]
+
+
+def flips_markdown(tests: pd.DataFrame, wide: pd.DataFrame, title: str, shown: int = 5) -> str:
+    """Items that flip between each ablation and its reference, with a few examples each way."""
+    lines = [f"# {title}: items that flip", "",
+             "Per comparison: items the ablation gets right and its reference gets wrong in every seed both have "
+             "(gained), the reverse (lost), and items that flip in some seeds only (mixed); the column "
+             "`flip:<student>/<ablation>-vs-<reference>` of the items Parquet holds the same per item.", ""]
+    for t in tests.itertuples():
+        view = wide[wide.dataset == t.dataset].set_index("id")
+        state = view[f"flip:{t.student}/{t.ablation}-vs-{t.reference}"]
+        seed = min(int(c.rsplit("seed", 1)[1]) for c in view.columns if c.startswith(f"pred:{t.student}/{t.ablation}/seed")
+                   and f"pred:{t.student}/{t.reference}/seed{c.rsplit('seed', 1)[1]}" in view.columns)
+        counts = {k: int((state == k).sum()) for k in ("gained", "lost", "mixed")}
+        lines += [f"## {t.dataset} / {t.student}: {t.ablation} vs {t.reference}", "",
+                  f"Δ = {t.diff:+.1f} pp, paired bootstrap p = {t.p_bootstrap:.3g} (Holm {t.p_holm:.3g}); "
+                  f"McNemar {t.mcnemar}. Gained in every seed: {counts['gained']}; lost in every seed: "
+                  f"{counts['lost']}; mixed: {counts['mixed']}.", ""]
+        for what in ("gained", "lost"):
+            for rid in list(state.index[state == what])[:shown]:
+                r = view.loc[rid]
+                question = " ".join(str(r["input"]).split())[:140]
+                lines.append(f"- {what} `{rid}`: {question} — gold {r['gold']}; {t.ablation} "
+                             f"{r[f'pred:{t.student}/{t.ablation}/seed{seed}']!r}, {t.reference} "
+                             f"{r[f'pred:{t.student}/{t.reference}/seed{seed}']!r} (seed {seed})")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _cell(r: pd.Series, marks: str) -> str:
+    text = f"{r.accuracy:.1f} ± {r['std']:.1f} [{r.ci_low:.1f}, {r.ci_high:.1f}]{marks}"
     if r.collapsed:
-        text += f" ⚠ collapsed ({r.top_share:.0f}% '{r.top_prediction}')"
+        text += f" ⚠ collapsed ({r.top_share:.0f}% '{r.top_prediction}', seed {r.top_seed})"
     if r.unparsed:
         text += f" ({r.unparsed} unparsed)"
     return text
 
 
-def write_table(summary: pd.DataFrame, sources: list[str], title: str, out_prefix: str) -> None:
-    """`<out_prefix>.md`, `.csv` and `.tex`."""
+def write_table(summary: pd.DataFrame, tests: pd.DataFrame, claims: list[dict], config: dict, sources: list[str],
+                title: str, out_prefix: str) -> None:
+    """`<out_prefix>.md`, `.csv`, `.tex` and `.tests.csv`."""
     datasets = list(dict.fromkeys(summary["dataset"]))
-    lines = [f"# {title}", "", "Accuracy % as mean ± std over seeds [95% Wilson interval, seeds pooled]; "
-             "'paper' is the published Table 1 number where student and dataset match. "
-             "Unparsed outputs count as wrong.", ""]
+    refs = [r for r in config.get("compare_to", []) if r in set(summary["ablation"])]
+    legend = "; ".join(f"{mark(i)} differs from {r}" for i, r in enumerate(refs))
+    seeds = sorted(set(summary["seeds"]))
+    lines = [f"# {title}", "",
+             f"Accuracy % as mean ± std over seeds ({'/'.join(map(str, seeds))} per cell) [95% interval from a "
+             "bootstrap over test items and seeds, 10,000 replicates]. 'paper' is the published number where "
+             "student and dataset match. Unparsed outputs count as wrong.",
+             f"Marks: {legend or 'no reference ablation in this experiment'} (paired bootstrap over items and seeds, "
+             f"Holm-adjusted within each dataset, student and reference, p < {ALPHA}).", ""]
     header = ["student", "ablation"] + [c for ds in datasets for c in (ds, f"{ds} paper")]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    sig = {key for t in tests.itertuples() if t.significant
+           for key in ((t.dataset, t.student, t.ablation, t.reference), (t.dataset, t.student, t.reference, t.ablation))}
     for (st, ab), g in summary.groupby(["student", "ablation"], sort=False):
         cells = [st, ab]
         for ds in datasets:
             r = g[g["dataset"] == ds]
-            cells.append(_cell(r.iloc[0]) if len(r) else "")
+            marks = "".join(mark(i) for i, ref in enumerate(refs) if (ds, st, ab, ref) in sig)
+            cells.append(_cell(r.iloc[0], marks) if len(r) else "")
             cells.append(f"{r.iloc[0].published:.2f}" if len(r) and pd.notna(r.iloc[0].published) else "–")
         lines.append("| " + " | ".join(cells) + " |")
     majority = summary.groupby("dataset", sort=False)[["majority_rate", "n"]].first()
-    lines += ["", "Majority-class rate of the test labels (what predicting the most frequent label scores): " +
+    lines += ["", "Majority-class rate of the test labels (what always giving the most frequent answer scores): " +
               "; ".join(f"{ds} {r.majority_rate:.1f}% (n = {int(r.n)})" for ds, r in majority.iterrows()), ""]
     below = summary[~summary["above_majority"]]
     lines.append("Interval above the majority rate: " + (
@@ -117,15 +307,32 @@ def write_table(summary: pd.DataFrame, sources: list[str], title: str, out_prefi
                                                               for r in below.itertuples()) + "."))
     collapsed = summary[summary["collapsed"]]
     if len(collapsed):
-        lines.append("⚠ Collapsed models (one answer for ≥ 80% of items; they learned nothing): " + ", ".join(
-            f"{r.student}/{r.ablation}/{r.dataset}" for r in collapsed.itertuples()) + ".")
-    lines += ["", "Claim (Mysteries paper): CoT after > CoT before > no CoT.", ""]
-    lines += [f"- {c}" for c in claim(summary)] or ["- not checkable: a placement is missing"]
+        lines.append("⚠ Collapsed models (one answer for ≥ 80% of items in some seed; they learned nothing): " +
+                     ", ".join(f"{r.student}/{r.ablation}/{r.dataset}" for r in collapsed.itertuples()) + ".")
+    lines += ["", "## Paired tests on the same test items", "",
+              "Δ = ablation − reference in accuracy points, with its 95% paired-bootstrap interval; p from the "
+              "paired bootstrap (items and seeds resampled together), Holm-adjusted; exact McNemar per seed "
+              "(+items only the ablation got right / −items only the reference got right).", "",
+              "| dataset | student | ablation | vs | Δ pp [95% CI] | p | p (Holm) | McNemar per seed |",
+              "|---|---|---|---|---|---|---|---|"]
+    for t in tests.itertuples():
+        lines.append(f"| {t.dataset} | {t.student} | {t.ablation} | {t.reference} | {t.diff:+.1f} "
+                     f"[{t.diff_low:+.1f}, {t.diff_high:+.1f}] | {t.p_bootstrap:.3g} | {t.p_holm:.3g}"
+                     f"{' *' if t.significant else ''} | {t.mcnemar} |")
+    if tests.empty:
+        lines.append("| – | – | – | – | no reference ablation to compare with | | | |")
+    lines += ["", "## Claim (Mysteries paper): CoT after > CoT before > no CoT", "",
+              "holds: both steps significantly in the claimed direction (p < 0.05 each); reversed: a step "
+              "significantly the other way (p < 0.025); otherwise not significant.", ""]
+    lines += [f"- {c['student']} on {c['dataset']}: **{c['verdict']}** ({c['detail']})" for c in claims] or [
+        "- not checkable: a placement (none, cot_before, cot_after) is missing"]
     lines += ["", "Eval files used:", ""] + [f"- `{s}`" for s in sources]
     with io.atomic_path(f"{out_prefix}.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     with io.atomic_path(f"{out_prefix}.csv") as tmp:
         summary.to_csv(tmp, index=False, float_format="%.4f")
+    with io.atomic_path(f"{out_prefix}.tests.csv") as tmp:
+        tests.to_csv(tmp, index=False, float_format="%.6g")
     tex = summary.assign(cell=[f"{a:.1f} $\\pm$ {s:.1f}" for a, s in zip(summary["accuracy"], summary["std"])]).pivot(
         index=["student", "ablation"], columns="dataset", values="cell")[datasets]
     with io.atomic_path(f"{out_prefix}.tex") as tmp:
@@ -159,7 +366,7 @@ def write_figure(summary: pd.DataFrame, title: str, out_prefix: str) -> None:
         m = summary[summary.dataset == ds]["majority_rate"].iloc[0]
         ax.hlines(m, i - 0.45, i + 0.45, colors="k", linestyles="dashed", label="majority" if i == 0 else None)
     ax.set_xticks(range(len(groups)), [f"{ds}\n{st}" for ds, st in groups])
-    ax.set_ylabel("accuracy % (95% CI)")
+    ax.set_ylabel("accuracy % (95% CI, items x seeds)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -169,12 +376,21 @@ def write_figure(summary: pd.DataFrame, title: str, out_prefix: str) -> None:
     plt.close(fig)
 
 
-def report(evals: list[str], config: dict, experiment: str, out_prefix: str) -> pd.DataFrame:
-    """Table (md, csv, tex) and figure (png, pdf) for one experiment."""
-    kinds = {name: spec["kind"] for name, spec in config["ablations"].items()}
-    summary = summarise(collect(evals), config, kinds)
+def report(evals: list[str], predictions: list[str], data: list[str], config: dict, experiment: str,
+           out_prefix: str) -> pd.DataFrame:
+    """Tables (md, csv, tex), paired tests (tests.csv), drill-down (items.parquet, flips.md) and figure."""
+    evals_df, items = collect(evals, predictions)
+    check_aligned(items)
+    summary = summarise(evals_df, items, config)
+    tests = paired_tests(summary, items, config)
+    claims = claim(summary, items, config)
     title = f"{experiment}: accuracy by student and CoT placement"
-    write_table(summary, sorted(evals), title, out_prefix)
+    write_table(summary, tests, claims, config, sorted(evals), title, out_prefix)
+    wide = drilldown(items, flips(items, tests), data)
+    io.write_parquet(wide, f"{out_prefix}.items.parquet")
+    with io.atomic_path(f"{out_prefix}.flips.md") as tmp:
+        tmp.write_text(flips_markdown(tests, wide, experiment))
     write_figure(summary, title, out_prefix)
-    log.info("report %s from %d eval files", out_prefix, len(evals))
+    log.info("report %s from %d eval files: %d paired tests; claim: %s", out_prefix, len(evals), len(tests),
+             [c["verdict"] for c in claims])
     return summary

@@ -1,0 +1,146 @@
+"""Reports from constructed predictions whose differences are known: summary, paired tests, claim, drill-down."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cotdistill import io
+from cotdistill.datasets import load_split
+from cotdistill.evaluation import score
+from cotdistill.reports import report, verdict
+
+from .conftest import ROOT
+
+N = 300
+KINDS = {"none": "none", "cot_before": "cot_before", "cot_after": "cot_after"}
+# per student and placement: the items answered right are order[start:start + count] of one fixed permutation, so
+# "holds" and "reversed" have nested sets (consistent gains), and "flat" swaps items both ways (+26/-20 and so on)
+DESIGNS = {"holds": {"none": (0, 120), "cot_before": (0, 150), "cot_after": (0, 195)},
+           "reversed": {"none": (0, 150), "cot_before": (0, 90), "cot_after": (0, 160)},
+           "flat": {"none": (0, 120), "cot_before": (10, 123), "cot_after": (20, 126)}}
+
+
+def _write_model(root, data: pd.DataFrame, student: str, ablation: str, seed: int, correct: np.ndarray,
+                 always: str | None = None) -> tuple[str, str]:
+    """Predictions right exactly on `correct` (or the same answer `always`, for a collapsed model)."""
+    gold = [g.lower() for g in data["answer_label"]]
+    wrong = ["a" if g != "a" else "b" for g in gold]
+    pred = [always] * len(gold) if always else [g if c else w for g, c, w in zip(gold, correct, wrong)]
+    base = root / f"results/eval/csqa/palm/{student}/{ablation}/seed{seed}"
+    io.write_parquet(pd.DataFrame({"id": data["id"], "generated": "", "parsed_label": pred, "predicted_class": pred,
+                                   "gold": gold, "gold_class": gold}), f"{base}.predictions.parquet")
+    io.write_json({**score(pred, gold, 5), "ablation": ablation}, f"{base}.json")
+    return f"{base}.json", f"{base}.predictions.parquet"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    data = load_split("csqa", {"loader": "csqa_dss", "path": str(ROOT / "data/dss/cqa"), "subsample": {"test": N}},
+                      "test")
+    io.write_parquet(data, root / "results/data/csqa/test.parquet")
+    order = np.random.default_rng(0).permutation(N)
+    evals, preds = [], []
+    for student, design in {**DESIGNS, "collapse": DESIGNS["flat"]}.items():
+        for ablation, (start, count) in design.items():
+            for seed in (0, 1):
+                correct = np.zeros(N, dtype=bool)
+                correct[order[start:start + count]] = True
+                # seed 1 of collapse/none answers 'a' to every item: collapsed in that seed only
+                always = "a" if (student, ablation, seed) == ("collapse", "none", 1) else None
+                if (student, ablation, seed) == ("collapse", "cot_after", 1):  # seeds disagree on some items
+                    correct = np.zeros(N, dtype=bool)
+                    correct[order[40:166]] = True
+                e, p = _write_model(root, data, student, ablation, seed, correct, always)
+                evals.append(e)
+                preds.append(p)
+    config = {"datasets": {"csqa": "CSQA"}, "students": {s: None for s in [*DESIGNS, "collapse"]}, "ablations": KINDS,
+              "compare_to": ["none", "cot_after"], "seed": 0}
+    prefix = str(root / "results/reports/t")
+    summary = report(evals, preds, [str(root / "results/data/csqa/test.parquet")], config, "t", prefix)
+    return root, prefix, summary
+
+
+def test_claim_verdicts(built):
+    _, prefix, _ = built
+    md = open(f"{prefix}.md").read()
+    assert "- holds on csqa: **holds**" in md
+    assert "- reversed on csqa: **reversed**" in md
+    assert "- flat on csqa: **not significant**" in md
+
+
+def test_summary_interval_and_collapse_from_one_seed(built):
+    _, _, summary = built
+    row = summary.set_index(["student", "ablation"]).loc[("holds", "cot_after")]
+    assert row.accuracy == pytest.approx(65.0) and row["std"] == 0 and row.seeds == 2
+    assert row.ci_low < 65 < row.ci_high and 8 < row.ci_high - row.ci_low < 13  # about ±5.4 pp for n = 300
+    none = summary.set_index(["student", "ablation"]).loc[("collapse", "none")]
+    assert none.collapsed and none.top_seed == 1 and none.top_prediction == "a"
+    assert none.top_share == 100  # the share belongs to the seed whose label is shown
+
+
+def test_paired_tests_and_marks(built):
+    _, prefix, _ = built
+    tests = pd.read_csv(f"{prefix}.tests.csv")
+    assert len(tests) == 4 * 3  # 4 students x (before vs none, after vs none, before vs after)
+    row = tests[(tests.student == "holds") & (tests.ablation == "cot_after") & (tests.reference == "none")].iloc[0]
+    assert row["diff"] == pytest.approx(25.0) and row.significant and row.p_holm < 0.001
+    assert row.mcnemar == "seed 0: +75/-0, p=5.29e-23; seed 1: +75/-0, p=5.29e-23"
+    flat = tests[(tests.student == "flat") & (tests.ablation == "cot_after") & (tests.reference == "none")].iloc[0]
+    assert not flat.significant and flat["diff"] == pytest.approx(2.0)
+    assert flat.mcnemar.startswith("seed 0: +26/-20")
+    md = open(f"{prefix}.md").read()
+    after_row = next(line for line in md.splitlines() if line.startswith("| holds | cot_after |"))
+    assert "65.0 ± 0.0 [" in after_row and "]*" in after_row  # differs from none, marked
+    flat_row = next(line for line in md.splitlines() if line.startswith("| flat | cot_after |"))
+    assert "]*" not in flat_row and "]†" not in flat_row
+
+
+def test_drilldown_and_flips(built):
+    _, prefix, _ = built
+    wide = pd.read_parquet(f"{prefix}.items.parquet")
+    assert len(wide) == N and {"dataset", "id", "input", "gold"} <= set(wide.columns)
+    assert wide["input"].str.startswith("Question:").all()
+    assert "pred:holds/cot_after/seed0" in wide and wide["correct:holds/cot_after/seed0"].sum() == 195
+    flips = open(f"{prefix}.flips.md").read()
+    assert "## csqa / holds: cot_after vs none" in flips
+    section = flips.split("## csqa / holds: cot_after vs none")[1].split("##")[0]
+    assert "Gained in every seed: 75; lost in every seed: 0; mixed: 0." in section
+    assert section.count("- gained `") == 5
+    states = wide["flip:holds/cot_after-vs-none"].value_counts()
+    assert states["gained"] == 75 and states[""] == N - 75
+    flat = wide["flip:flat/cot_after-vs-none"].value_counts()
+    assert (flat["gained"], flat["lost"]) == (26, 20)
+
+
+def test_models_on_different_items_are_refused(built, tmp_path):
+    root, _, _ = built
+    data = pd.read_parquet(root / "results/data/csqa/test.parquet")
+    e1, p1 = _write_model(tmp_path, data, "a", "none", 0, np.ones(N, dtype=bool))
+    e2, p2 = _write_model(tmp_path, data.iloc[1:], "a", "cot_after", 0, np.ones(N - 1, dtype=bool))
+    config = {"datasets": {"csqa": None}, "students": {"a": None}, "ablations": KINDS, "compare_to": ["none"]}
+    with pytest.raises(ValueError, match="evaluated on different test items"):
+        report([e1, e2], [p1, p2], [], config, "x", str(tmp_path / "x"))
+    with pytest.raises(ValueError, match="files do not align"):
+        report([e1], [p2], [], config, "x", str(tmp_path / "x"))
+
+
+def test_mixed_flips_when_seeds_disagree(built):
+    _, prefix, _ = built
+    wide = pd.read_parquet(f"{prefix}.items.parquet")
+    states = wide["flip:collapse/cot_before-vs-cot_after"].value_counts()
+    # before: right on order[10:133] in both seeds; after: order[20:146] in seed 0, order[40:166] in seed 1.
+    # gained in both seeds: order[10:20]; lost in both: order[133:146]; in one seed only: order[20:40], [146:166]
+    assert (states["gained"], states["lost"], states["mixed"]) == (10, 13, 40)
+
+
+@pytest.mark.parametrize(("steps", "expected"), [
+    ([(2.0, 0.01), (3.0, 0.04)], "holds"),
+    ([(2.0, 0.01), (3.0, 0.06)], "not significant"),  # one step not significant
+    ([(2.0, 0.01), (-3.0, 0.03)], "not significant"),  # reversed at 0.05 but not at 0.05 / 2
+    ([(2.0, 0.01), (-3.0, 0.02)], "reversed"),
+    ([(-2.0, 0.001), (3.0, 0.001)], "reversed"),
+    ([(0.0, 1.0), (0.0, 1.0)], "not significant"),
+])
+def test_claim_verdict_thresholds(steps, expected):
+    assert verdict(steps) == expected
