@@ -2,12 +2,12 @@ from cotdistill import config as cfg
 
 
 wildcard_constraints:
-    dataset=r"[A-Za-z0-9_.-]+",
-    teacher=r"[A-Za-z0-9_.-]+",
+    dataset=cfg.NAME_PATTERN,
+    teacher=cfg.NAME_PATTERN,
     split=r"train|validation|test",
-    student=r"[A-Za-z0-9_.-]+",
-    ablation=r"[A-Za-z0-9_.-]+",
-    experiment=r"[A-Za-z0-9_.-]+",
+    student=cfg.NAME_PATTERN,
+    ablation=cfg.NAME_PATTERN,
+    experiment=cfg.NAME_PATTERN,
     seed=r"\d+",
 
 
@@ -15,45 +15,61 @@ def rationale_targets():
     return cfg.rationale_targets(config)
 
 
-def loader_spec(wildcards):
-    return cfg.loader_spec(config, wildcards.dataset)
+def default_targets():
+    return cfg.default_targets(config)
 
 
-def teacher_spec(wildcards):
-    return cfg.teacher_spec(config, wildcards.teacher)
+def dataset_params(wildcards):
+    return cfg.dataset_params(config, wildcards.dataset, wildcards.split)
+
+
+def teacher_params(wildcards):
+    return cfg.teacher_params(config, wildcards.teacher, wildcards.dataset)
 
 
 def template_path(wildcards):
-    return cfg.template_path(config, wildcards.dataset)
+    return cfg.template_path(config, wildcards.dataset, wildcards.teacher)
 
 
 def teacher_gpus(wildcards):
     return cfg.teacher_gpus(config, wildcards.teacher)
 
 
-def default_targets():
-    return cfg.default_targets(config)
+def student_params(wildcards):
+    return cfg.student_params(config, wildcards.student)
 
 
-def student_spec(wildcards):
-    return cfg.student_spec(config, wildcards.student)
+def targets_params(wildcards):
+    return cfg.targets_params(config, wildcards.ablation)
 
 
-def ablation_spec(wildcards):
-    return cfg.ablation_spec(config, wildcards.ablation)
+def label_first(wildcards):
+    return cfg.label_first(config, wildcards.ablation)
 
 
-def training_settings(wildcards):
-    return cfg.training_settings(config, wildcards.student)
+def training_params(wildcards):
+    return cfg.training_params(config, wildcards.student)
+
+
+def evaluation_params(wildcards):
+    return cfg.evaluation_params(config, wildcards.ablation)
 
 
 def converted_student(wildcards):
     return cfg.converted_student(config, wildcards.student)
 
 
-def experiment_evals(wildcards):
-    return cfg.eval_targets(config, wildcards.experiment)
+def report_evals(wildcards):
+    return cfg.report_inputs(config, wildcards.experiment)["evals"]
 
 
-def report_config(wildcards):
-    return cfg.report_config(config, wildcards.experiment)
+def report_predictions(wildcards):
+    return cfg.report_inputs(config, wildcards.experiment)["predictions"]
+
+
+def report_data(wildcards):
+    return cfg.report_inputs(config, wildcards.experiment)["data"]
+
+
+def report_params(wildcards):
+    return cfg.report_params(config, wildcards.experiment)

@@ -6,7 +6,7 @@ rule dataset:
     conda:
         "../envs/cotdistill.yaml"
     params:
-        spec=loader_spec,
+        spec=dataset_params,
         seed=config["seed"],
     script:
         "../workflow_scripts/prepare_dataset.py"

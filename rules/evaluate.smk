@@ -16,8 +16,7 @@ rule evaluate:
     resources:
         gpu=1,
     params:
-        ablation=ablation_spec,
+        evaluation=evaluation_params,
         label_format=config["targets"]["label_format"],
-        settings=config.get("evaluation", {}),
     script:
         "../workflow_scripts/evaluate.py"

@@ -14,10 +14,9 @@ rule finetune:
     resources:
         gpu=1,
     params:
-        student=student_spec,
-        settings=training_settings,
-        ablation=ablation_spec,
+        student=student_params,
+        settings=training_params,
+        label_first=label_first,
         data_seed=config["seed"],
-        checkpoints="results/checkpoints/{dataset}/{teacher}/{student}/{ablation}/seed{seed}",
     script:
         "../workflow_scripts/finetune.py"

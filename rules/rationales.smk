@@ -15,7 +15,6 @@ rule rationales:
     resources:
         gpu=teacher_gpus,
     params:
-        spec=teacher_spec,
-        cache_dir=config["cache_dir"],
+        spec=teacher_params,
     script:
         "../workflow_scripts/elicit_rationales.py"

@@ -6,6 +6,6 @@ rule convert_student:
     conda:
         "../envs/cotdistill.yaml"
     params:
-        spec=student_spec,
+        spec=student_params,
     script:
         "../workflow_scripts/convert_student.py"

@@ -9,8 +9,6 @@ rule targets:
     conda:
         "../envs/cotdistill.yaml"
     params:
-        spec=ablation_spec,
-        label_format=config["targets"]["label_format"],
-        seed=config["seed"],
+        targets=targets_params,
     script:
         "../workflow_scripts/build_targets.py"

@@ -3,6 +3,7 @@ import copy
 import pytest
 import yaml
 
+from cotdistill import config as cfg
 from cotdistill.config import ConfigError, check, rationale_targets
 
 from .conftest import ROOT
@@ -30,7 +31,7 @@ def test_default_config_is_valid_and_plans_rationales():
          "config key 'datasets.csqa.subsampel' is not allowed (did you mean 'subsample'?); valid keys: "),
         (lambda c: c.update(sede=1), "config key 'sede' is not allowed (did you mean 'seed'?)"),
         (lambda c: c["datasets"]["csqa"].update(loader="csqa_parquet"),
-         "config key 'datasets.csqa.loader' names unknown dataset loader 'csqa_parquet'; valid choices: anli_hub"),
+         "config key 'datasets.csqa.loader' names unknown dataset loader 'csqa_parquet'; valid choices: anli_dss, anli_hub"),
         (lambda c: c["teachers"]["palm540b"].update(backend="openai"),
          "config key 'teachers.palm540b.backend' names unknown teacher backend 'openai'; valid choices: "
          "precomputed, transformers, vllm"),
@@ -45,6 +46,41 @@ def test_default_config_is_valid_and_plans_rationales():
         (lambda c: c["datasets"]["csqa"]["subsample"].update(train=0),
          "config key 'datasets.csqa.subsample.train'"),
         (lambda c: c.update(run=["table9"]), "config key 'run[0]' names unknown experiment 'table9'"),
+        (lambda c: c["ablations"].update(m={"kind": "mask", "p": 0.3, "positon": "before"}),
+         "config key 'ablations.m.positon' is not a parameter of this kind; valid parameters: p, position "
+         "(kind 'mask')"),
+        (lambda c: c["ablations"].update(m={"kind": "mask", "p": "half"}),
+         "config key 'ablations.m.p' is 'half'; expected float"),
+        (lambda c: c["ablations"].update(m={"kind": "mask", "p": 1.5}),
+         "config key 'ablations.m.p' is 1.5; expected a value in [0.0, 1.0]"),
+        (lambda c: c["ablations"].update(m={"kind": "mask"}), "config key 'ablations.m.p' is required"),
+        (lambda c: c["ablations"].update(s={"kind": "shuffle", "position": "middle"}),
+         "config key 'ablations.s.position' is 'middle'; valid choices: before, after"),
+        (lambda c: c["ablations"].update(n={"kind": "none", "p": 0.1}),
+         "config key 'ablations.n.p' is not a parameter of this kind; valid parameters: none"),
+        (lambda c: c["datasets"].update({"a;b": c["datasets"]["csqa"]}),
+         "config key datasets.'a;b': the name 'a;b' cannot be used in file paths; names must match [A-Za-z0-9_.-]+"),
+        (lambda c: c["students"].update({"${IFS}": {"source": "hub", "id": "gpt2"}}),
+         "the name '${IFS}' cannot be used in file paths"),
+        (lambda c: c["training"].update(lr_rate=1e-4),
+         "config key 'training.lr_rate' is not allowed (did you mean 'lr'?); valid keys: batch_size, epochs,"),
+        (lambda c: c["students"]["smollm2-135m"].update(training={"epoch": 2}),
+         "config key 'students.smollm2-135m.training.epoch' is not allowed (did you mean 'epochs'?); valid keys: "
+         "batch_size,"),
+        (lambda c: c["students"].update(x={"source": "hub"}),
+         "config key 'students.x.id' is required for source 'hub'"),
+        (lambda c: c["teachers"].update(t={"backend": "vllm", "model": {"source": "local"}}),
+         "config key 'teachers.t.model.path' is required for source 'local'"),
+        (lambda c: c["teachers"]["palm540b"].update(parsers={"csqa": "dss_cqa2"}),
+         "config key 'teachers.palm540b.parsers.csqa' names unknown completion parser 'dss_cqa2'; valid choices: "
+         "dss_anli, dss_cqa, dss_esnli, dss_svamp"),
+        (lambda c: c["experiments"]["table1"].update(compare_to=["shuffle"]),
+         "config key 'experiments.table1.compare_to[0]' names unknown ablation of this experiment 'shuffle'"),
+        (lambda c: c["datasets"]["csqa"].update(overlap="ignore"),
+         "config key 'datasets.csqa.overlap' is 'ignore'; valid choices: error, allow, drop"),
+        (lambda c: c["teachers"]["palm540b"].update(paths={"svamp": "data/dss/svamp"}),
+         "config key 'teachers.palm540b.paths' has no entry for dataset 'csqa', which experiment 'table1' uses; "
+         "released outputs exist for: svamp"),
     ],
 )
 def test_bad_config_gives_one_line_error(mutate, message):
@@ -52,3 +88,90 @@ def test_bad_config_gives_one_line_error(mutate, message):
         check(_with(mutate), SCHEMA)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def _two_datasets() -> dict:
+    c = copy.deepcopy(BASE)
+    c["datasets"]["svamp"] = {"loader": "svamp_dss", "path": "data/dss/svamp", "subsample": {"train": 5}}
+    return c
+
+
+def test_dataset_params_hold_only_their_split():
+    c = _two_datasets()
+    before = cfg.dataset_params(c, "csqa", "train")
+    c["datasets"]["csqa"]["subsample"]["test"] = 500
+    c["datasets"]["csqa"]["paper_name"] = "CommonsenseQA"
+    c["datasets"]["csqa"]["splits"] = ["train", "validation", "test"]  # checked by the new split's own job
+    assert cfg.dataset_params(c, "csqa", "train") == before
+    assert cfg.dataset_params(c, "csqa", "test")["subsample"] == {"test": 500}
+
+
+def test_under_overlap_drop_the_other_splits_decide_a_split():
+    c = _two_datasets()
+    c["datasets"]["csqa"]["overlap"] = "drop"
+    before = cfg.dataset_params(c, "csqa", "train")
+    assert before["splits"] == ["train", "test"]
+    c["datasets"]["csqa"]["splits"] = ["train", "validation", "test"]  # items shared with validation now leave train
+    assert cfg.dataset_params(c, "csqa", "train")["splits"] == ["train", "validation", "test"]
+    c["datasets"]["csqa"]["splits"] = ["train", "test"]
+    c["teachers"]["palm540b"]["splits"] = ["validation"]  # a split only a teacher asks for counts too
+    assert cfg.dataset_splits(c, "csqa") == ["train", "validation", "test"]
+
+
+def test_teacher_params_hold_only_their_dataset_and_no_bookkeeping():
+    c = _two_datasets()
+    before = cfg.teacher_params(c, "palm540b", "csqa")
+    c["teachers"]["palm540b"]["paths"]["esnli"] = "data/dss/esnli"  # an unrelated dataset
+    c["teachers"]["palm540b"].update(batch_size=64, gpus=1, min_kept=0.5)
+    assert cfg.teacher_params(c, "palm540b", "csqa") == before
+    assert cfg.teacher_params(c, "palm540b", "svamp")["paths"] == {"svamp": "data/dss/svamp"}
+    c["teachers"]["palm540b"]["policy"] = "keep"
+    assert cfg.teacher_params(c, "palm540b", "csqa") != before
+
+
+def test_generating_teacher_params_are_canonical():
+    c = copy.deepcopy(BASE)
+    c["teachers"]["t"] = {"backend": "transformers", "model": {"source": "local", "path": "m"}}
+    before = cfg.teacher_params(c, "t", "csqa")
+    c["teachers"]["t"].update(decoding={"temperature": 0.0}, retries=3, retry_decoding={"temperature": 1.0})
+    assert cfg.teacher_params(c, "t", "csqa") == before  # a default spelt out; retry settings without retry
+    c["teachers"]["t"]["policy"] = "retry"
+    assert cfg.teacher_params(c, "t", "csqa")["retry_decoding"] == {"temperature": 1.0}
+
+
+def test_empty_compare_to_means_no_comparison():
+    c = copy.deepcopy(BASE)
+    assert cfg.report_params(c, "table1")["compare_to"] == ["none", "cot_after"]
+    c["experiments"]["table1"]["compare_to"] = []
+    assert cfg.report_params(c, "table1")["compare_to"] == []
+
+
+def test_student_and_training_params_leave_out_names_and_bookkeeping():
+    c = copy.deepcopy(BASE)
+    student, training = cfg.student_params(c, "smollm2-135m"), cfg.training_params(c, "smollm2-135m")
+    c["students"]["smollm2-135m"]["paper_name"] = "SmolLM2"
+    c["training"].update(logging_steps=1, eval_batch_size=64, save_total_limit=5)
+    assert (cfg.student_params(c, "smollm2-135m"), cfg.training_params(c, "smollm2-135m")) == (student, training)
+    c["students"]["smollm2-135m"]["training"] = {"lr": 2e-4}
+    assert cfg.training_params(c, "smollm2-135m")["lr"] == 2e-4
+
+
+def test_params_are_canonical_whatever_the_key_order():
+    a = cfg.teacher_params(BASE, "palm540b", "csqa")
+    c = copy.deepcopy(BASE)
+    c["teachers"]["palm540b"] = dict(reversed(list(c["teachers"]["palm540b"].items())))
+    assert repr(cfg.teacher_params(c, "palm540b", "csqa")) == repr(a)
+
+
+def test_ablation_defaults_are_part_of_the_identity():
+    c = copy.deepcopy(BASE)
+    c["ablations"]["m1"] = {"kind": "mask", "p": 0.5}
+    c["ablations"]["m2"] = {"kind": "mask", "position": "after", "p": 0.5}
+    assert cfg.ablation_spec(c, "m1") == cfg.ablation_spec(c, "m2") == {"kind": "mask", "p": 0.5, "position": "after"}
+
+
+def test_evaluation_cap_matters_only_when_the_label_comes_last():
+    c = copy.deepcopy(BASE)
+    c["evaluation"]["max_new_tokens"] = 99
+    assert cfg.evaluation_params(c, "cot_after") == {"label_first": True, "max_new_tokens": None}
+    assert cfg.evaluation_params(c, "cot_before") == {"label_first": False, "max_new_tokens": 99}

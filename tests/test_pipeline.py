@@ -1,11 +1,13 @@
 """The whole DAG, data to report, on tiny random students through the snakemake CLI; reruns and resume."""
 
+import copy
 import json
 import os
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -14,11 +16,12 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from .conftest import ROOT, build_tiny_gpt2
+from .conftest import ROOT, build_tiny_gpt2, copy_workflow
 from .test_workflow import SNAKEMAKE, smk
 
 pytestmark = pytest.mark.slow
 PARALLEL = ["--set-threads", "finetune=1", "evaluate=1", "rationales=1"]  # two 1-thread jobs on 2 cores
+MODEL = "results/models/csqa/palm540b/tiny-a/none/seed0"
 
 
 def tiny_config(workdir: Path, **training) -> dict:
@@ -29,7 +32,8 @@ def tiny_config(workdir: Path, **training) -> dict:
         "seed": 0,
         "datasets": {"csqa": {"loader": "csqa_dss", "path": "data/dss/cqa", "paper_name": "CSQA",
                               "subsample": {"train": 48, "test": 16}}},
-        "teachers": {"palm540b": {"backend": "precomputed", "format": "dss", "paths": {"csqa": "data/dss/cqa"},
+        "teachers": {"palm540b": {"backend": "precomputed", "format": "dss",
+                                  "paths": {"csqa": "data/dss/cqa", "svamp": "data/dss/svamp"},
                                   "policy": "keep", "splits": ["train"]}},
         "targets": {"label_format": "letter"},
         "students": {"tiny-a": {"source": "local", "path": "tiny-a"},
@@ -59,33 +63,156 @@ def planned(workdir: Path) -> dict[str, int]:
     return counts
 
 
-def test_whole_dag_report_and_targeted_reruns(workdir):
-    config = tiny_config(workdir)
+def planned_outputs(workdir: Path, rule: str) -> set[str]:
+    """Output paths of the jobs of `rule` a dry run would start."""
+    out = smk(workdir, "-n").stdout.splitlines()
+    found = set()
+    for i, line in enumerate(out):
+        if line.strip() == f"rule {rule}:" or line.strip() == f"localrule {rule}:":
+            for follow in out[i + 1:i + 8]:
+                if follow.strip().startswith("output:"):
+                    found |= {p.strip() for p in follow.split(":", 1)[1].split(",")}
+    return found
+
+
+def rerun_config(workdir: Path) -> dict:
+    """The tiny grid plus CoT before the label (whose 3 longest targets would lose their label at 48 tokens:
+    dropped and counted) and a generating teacher that only writes rationales (for decoding and prompt edits)."""
+    config = tiny_config(workdir, overlong="drop")
+    config["ablations"]["cot_before"] = {"kind": "cot_before"}
+    config["experiments"]["table1"]["ablations"].append("cot_before")
+    config["teachers"]["tiny"] = {"backend": "transformers", "model": {"source": "local", "path": "tiny-a"},
+                                  "policy": "keep", "splits": ["train"], "batch_size": 16,
+                                  "decoding": {"max_new_tokens": 4}}
+    config["experiments"]["teach"] = {"datasets": ["csqa"], "teacher": "tiny"}
+    return config
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished tiny run: every later edit is a dry run against it."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("finished"))
+    config = rerun_config(workdir)
     write(workdir, config)
     smk(workdir, *PARALLEL)
+    return workdir, config
+
+
+def test_whole_dag_report_and_nothing_left_to_do(finished):
+    workdir, _ = finished
     table = pd.read_csv(workdir / "results/reports/table1.csv")
-    assert len(table) == 6  # 2 students x 3 ablations x 1 dataset
+    assert len(table) == 8  # 2 students x 4 ablations x 1 dataset
     assert table["accuracy"].notna().all() and table["ci_low"].notna().all() and table["majority_rate"].gt(0).all()
     md = (workdir / "results/reports/table1.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| tiny")]
-    assert len(rows) == 6 and all("|  |" not in r and "| |" not in r for r in rows)
-    assert "Claim (Mysteries paper)" in md and "Eval files used" in md
+    assert len(rows) == 8 and all("|  |" not in r and "| |" not in r for r in rows)
+    assert "## Paired tests on the same test items" in md and "Eval files used" in md
+    assert "## Claim (Mysteries paper)" in md and md.count("on csqa: **") == 2  # a verdict per student
+    tests = pd.read_csv(workdir / "results/reports/table1.tests.csv")
+    assert len(tests) == 2 * 5  # per student: 3 ablations vs none, mask_after and cot_before vs cot_after
+    assert len(pd.read_parquet(workdir / "results/reports/table1.items.parquet")) == 16
     assert (workdir / "results/reports/table1.png").stat().st_size > 1000
     evals = json.loads((workdir / "results/eval/csqa/palm540b/tiny-a/none/seed0.json").read_text())
     assert {"accuracy", "n", "unparsed", "predicted_distribution", "decoding", "ci95", "majority_rate"} <= set(evals)
-    metrics = json.loads((workdir / "results/models/csqa/palm540b/tiny-a/none/seed0/train_metrics.json").read_text())
+    metrics = json.loads((workdir / f"{MODEL}/train_metrics.json").read_text())
     assert metrics["steps"] > 0 and metrics["tokens_seen"] > 0 and metrics["resumed_from_step"] == 0
-
+    before = json.loads((workdir / MODEL.replace("/none/", "/cot_before/") / "train_metrics.json").read_text())
+    assert before["dropped_overlong"] >= 1 and metrics["dropped_overlong"] == 0
+    assert before["train_examples"] + before["dropped_overlong"] == metrics["train_examples"]
+    assert (workdir / "results/rationales/tiny/csqa/train.parquet").exists()
     assert planned(workdir) == {}  # after a full run nothing is scheduled
 
-    config["ablations"]["mask_after"]["p"] = 0.3  # one ablation's parameter: only its subtree
-    write(workdir, config)
-    assert planned(workdir) == {"targets": 1, "finetune": 2, "evaluate": 2, "report": 1, "reports": 1}
 
-    config["ablations"]["mask_after"]["p"] = 0.5
-    config["students"]["tiny-b"]["training"]["lr"] = 3e-3  # one student's learning rate: only its subtree
-    write(workdir, config)
-    assert planned(workdir) == {"finetune": 3, "evaluate": 3, "report": 1, "reports": 1}
+def _set(path: str, value) -> Callable[[dict], None]:
+    def edit(config: dict) -> None:
+        *keys, last = path.split(".")
+        node = config
+        for key in keys:
+            node = node.setdefault(key, {})
+        node[last] = value
+
+    return edit
+
+
+def _add_ablation(config: dict) -> None:
+    config["ablations"]["shuffle_after"] = {"kind": "shuffle", "position": "after"}
+    config["experiments"]["table1"]["ablations"].append("shuffle_after")
+
+
+def _add_experiment(config: dict) -> None:
+    config["experiments"]["table1b"] = {"datasets": ["csqa"], "teacher": "palm540b", "students": ["tiny-a"],
+                                        "ablations": ["none", "cot_after"], "seeds": [0]}
+
+
+def _add_dataset(config: dict) -> None:
+    config["datasets"]["svamp"] = {"loader": "svamp_dss", "path": "data/dss/svamp"}
+
+
+DOWNSTREAM_ALL = {"targets": 4, "finetune": 8, "evaluate": 8, "report": 1, "reports": 1}
+# (what changes, the edit, the exact jobs a dry run schedules): README, "What reruns when you change X"
+RERUNS = [
+    ("train subsample", _set("datasets.csqa.subsample.train", 40), {"dataset": 1, "rationales": 2, **DOWNSTREAM_ALL}),
+    ("test subsample", _set("datasets.csqa.subsample.test", 20), {"dataset": 1, "evaluate": 8, "report": 1,
+                                                                  "reports": 1}),
+    ("another dataset's teacher path", _set("teachers.palm540b.paths.svamp", "elsewhere/svamp"), {}),
+    ("a dataset not in any experiment", _add_dataset, {}),
+    ("teacher decoding", _set("teachers.tiny.decoding.max_new_tokens", 5), {"rationales": 1, "reports": 1}),
+    ("teacher batch size", _set("teachers.tiny.batch_size", 4), {}),
+    ("teacher policy", _set("teachers.palm540b.policy", "drop"), {"rationales": 1, **DOWNSTREAM_ALL}),
+    ("teacher floor (min_kept)", _set("teachers.palm540b.min_kept", 0.5), {}),
+    ("label format", _set("targets.label_format", "text"), DOWNSTREAM_ALL),
+    ("one ablation's parameter", _set("ablations.mask_after.p", 0.3),
+     {"targets": 1, "finetune": 2, "evaluate": 2, "report": 1, "reports": 1}),
+    ("an ablation's parameter left to its default", lambda c: c["ablations"]["mask_after"].pop("position"), {}),
+    ("adding an ablation", _add_ablation, {"targets": 1, "finetune": 2, "evaluate": 2, "report": 1, "reports": 1}),
+    ("one student's lr", _set("students.tiny-b.training.lr", 3e-3),
+     {"finetune": 4, "evaluate": 4, "report": 1, "reports": 1}),
+    ("the other student's lr (global)", _set("training.lr", 2e-3),
+     {"finetune": 4, "evaluate": 4, "report": 1, "reports": 1}),
+    ("a student's paper_name", _set("students.tiny-a.paper_name", "GPT-2"), {"report": 1, "reports": 1}),
+    ("a dataset's paper_name", _set("datasets.csqa.paper_name", "CommonsenseQA"), {"report": 1, "reports": 1}),
+    ("logging_steps", _set("training.logging_steps", 1), {}),
+    ("eval_batch_size and save_total_limit", lambda c: c["training"].update(eval_batch_size=2, save_total_limit=5),
+     {}),
+    ("evaluation batch size", _set("evaluation.batch_size", 4), {}),
+    ("CoT-before generation cap", _set("evaluation.max_new_tokens", 99), {"evaluate": 2, "report": 1, "reports": 1}),
+    ("cache_dir", _set("cache_dir", "elsewhere/cache"), {}),
+    ("seeds list", _set("experiments.table1.seeds", [0, 1]), {"finetune": 8, "evaluate": 8, "report": 1,
+                                                             "reports": 1}),
+    ("adding an experiment over trained models", _add_experiment, {"report": 1, "reports": 1}),
+    ("the report's comparisons", _set("experiments.table1.compare_to", ["cot_after"]), {"report": 1, "reports": 1}),
+]
+
+
+@pytest.mark.parametrize(("what", "edit", "expected"), RERUNS, ids=[r[0] for r in RERUNS])
+def test_exactly_the_stale_jobs_rerun(finished, what, edit, expected):
+    workdir, config = finished
+    changed = copy.deepcopy(config)
+    edit(changed)
+    write(workdir, changed)
+    try:
+        assert planned(workdir) == expected
+        if what == "one student's lr":
+            assert {Path(p).parts[4] for p in planned_outputs(workdir, "finetune")} == {"tiny-b"}
+        if what == "the other student's lr (global)":  # tiny-b sets its own lr, so only tiny-a reruns
+            assert {Path(p).parts[4] for p in planned_outputs(workdir, "finetune")} == {"tiny-a"}
+        if what == "CoT-before generation cap":  # label-first models never reach the cap
+            assert {Path(p).parts[5] for p in planned_outputs(workdir, "evaluate")} == {"cot_before"}
+    finally:
+        write(workdir, config)
+
+
+def test_prompt_template_text_reruns_only_generating_teachers(finished):
+    workdir, _ = finished
+    template = workdir / "prompts/csqa.yaml"
+    original, stat = template.read_text(), template.stat()
+    try:
+        template.write_text(original.replace("Given the following two examples", "Given these two examples"))
+        assert planned(workdir) == {"rationales": 1, "reports": 1}  # the tiny teacher; released outputs use none
+    finally:
+        template.write_text(original)
+        os.utime(template, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert planned(workdir) == {}
 
 
 def test_same_seed_gives_the_same_eval_json(workdir):
@@ -97,34 +224,65 @@ def test_same_seed_gives_the_same_eval_json(workdir):
     assert (workdir / target).read_text() == first
 
 
-def test_killed_finetune_resumes_from_checkpoint(workdir):
-    write(workdir, tiny_config(workdir, epochs=30, eval_every=10, patience=100))  # no early stop
-    model = "results/models/csqa/palm540b/tiny-a/none/seed0"
+def _kill_after_checkpoints(workdir: Path, count: int) -> Path:
+    """Start the fine-tune, SIGKILL its process group once `count` checkpoints are complete; the run folder."""
     ckpt = workdir / "results/checkpoints/csqa/palm540b/tiny-a/none/seed0"
-    proc = subprocess.Popen([SNAKEMAKE, "--cores", "2", model], cwd=workdir, start_new_session=True,
+    proc = subprocess.Popen([SNAKEMAKE, "--cores", "2", MODEL], cwd=workdir, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     try:
-        while not list(ckpt.glob("checkpoint-*/trainer_state.json")):
-            assert proc.poll() is None, "snakemake ended before the first checkpoint"
-            assert time.monotonic() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.5)
-        time.sleep(1)
+        while len(list(ckpt.glob("*/checkpoint-*/trainer_state.json"))) < count:
+            assert proc.poll() is None, "snakemake ended before the checkpoints"
+            assert time.monotonic() < deadline, f"no {count} checkpoints within 300 s"
+            time.sleep(0.2)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # like SLURM killing the job: no clean-up runs
         proc.wait(timeout=30)
-    assert not (workdir / model).exists()
+    assert not (workdir / MODEL).exists()
     smk(workdir, "--unlock")
-    smk(workdir, model, "--rerun-incomplete")
-    metrics = json.loads((workdir / model / "train_metrics.json").read_text())
-    assert metrics["resumed_from_step"] >= 10
-    assert metrics["steps"] == 150  # 30 epochs x 5 steps (40 train rows, batch 8): the run finished
-    assert not ckpt.exists()  # checkpoints are removed once the final model is in place
+    (run,) = ckpt.iterdir()
+    return run
 
-    # an uninterrupted run with the same seed ends with the same weights
-    shutil.move(workdir / model, workdir / "resumed")
-    smk(workdir, model)
-    resumed, straight = load_file(workdir / "resumed/model.safetensors"), load_file(workdir / model /
+
+def _metrics(workdir: Path) -> dict:
+    return json.loads((workdir / MODEL / "train_metrics.json").read_text())
+
+
+def test_killed_finetune_resumes_only_its_own_run(workdir):
+    """A resume continues the same run (even past a checkpoint cut short by the kill) and nothing else."""
+    config = tiny_config(workdir, epochs=20, eval_every=10, patience=100, save_total_limit=3)  # no early stop
+    write(workdir, config)
+    run = _kill_after_checkpoints(workdir, 2)
+    saved = workdir / "saved-run"
+    shutil.copytree(run, saved)
+    steps = sorted(int(p.name.split("-")[1]) for p in run.glob("checkpoint-*"))
+
+    # 1. the learning rate changed after the kill: a different run, so training starts at step 0
+    changed = copy.deepcopy(config)
+    changed["training"]["lr"] = 2e-3
+    write(workdir, changed)
+    smk(workdir, MODEL, "--rerun-incomplete")
+    assert _metrics(workdir)["resumed_from_step"] == 0 and _metrics(workdir)["fingerprint"] != run.name
+    log = (workdir / "results/logs/finetune/csqa/palm540b/tiny-a/none/seed0.log").read_text()
+    assert "removing checkpoints of a different run configuration" in log
+
+    # 2. the original settings, and the kill had cut the newest checkpoint short: resume from the one before
+    write(workdir, config)
+    shutil.copytree(saved, run)
+    newest = max(run.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    (newest / "trainer_state.json").unlink()
+    smk(workdir, MODEL)
+    metrics = _metrics(workdir)
+    complete = [s for s in steps if s != int(newest.name.split("-")[1])]
+    assert metrics["resumed_from_step"] == max(complete) >= 10 and metrics["steps"] == 100
+    assert "skipping incomplete checkpoint" in (workdir / "results/logs/finetune/csqa/palm540b/tiny-a/none/"
+                                                          "seed0.log").read_text()
+    assert not (workdir / "results/checkpoints/csqa/palm540b/tiny-a/none/seed0").exists()
+
+    # 3. and it ends with the same weights as an uninterrupted run
+    shutil.move(workdir / MODEL, workdir / "resumed")
+    smk(workdir, MODEL)
+    resumed, straight = load_file(workdir / "resumed/model.safetensors"), load_file(workdir / MODEL /
                                                                                    "model.safetensors")
     assert resumed.keys() == straight.keys()
     for name in straight:

@@ -7,8 +7,8 @@ targets.build_target_file(
     data=snakemake.input.data,
     rationales=snakemake.input.rationales,
     ablation=snakemake.wildcards.ablation,
-    spec=snakemake.params.spec,
-    label_format=snakemake.params.label_format,
-    seed=snakemake.params.seed,
+    spec=snakemake.params.targets["spec"],
+    label_format=snakemake.params.targets["label_format"],
+    seed=snakemake.params.targets["seed"],
     out=snakemake.output[0],
 )

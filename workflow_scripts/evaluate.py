@@ -1,15 +1,16 @@
 """Rule `evaluate`: greedy evaluation of one fine-tuned model on the test split."""
 
-from cotdistill import evaluation, logs
+from cotdistill import config, evaluation, logs
 
 logs.setup(snakemake.log[0])
 evaluation.evaluate(
     model_dir=snakemake.input.model,
     data=snakemake.input.data,
     ablation=snakemake.wildcards.ablation,
-    spec=snakemake.params.ablation,
+    label_first=snakemake.params.evaluation["label_first"],
     label_format=snakemake.params.label_format,
-    settings=snakemake.params.settings,
+    max_new_tokens=snakemake.params.evaluation["max_new_tokens"],
+    batch_size=int(config.evaluation_bookkeeping(snakemake.config)["batch_size"]),
     out_json=snakemake.output.json,
     out_predictions=snakemake.output.predictions,
     out_speed=snakemake.output.speed,

@@ -1,7 +1,13 @@
-"""Rule `report`: an experiment's table (md, csv, tex) and figure (png, pdf)."""
+"""Rule `report`: an experiment's tables, paired tests, per-item drill-down and figure."""
 
 from cotdistill import logs, reports
 
 logs.setup(snakemake.log[0])
-reports.report(list(snakemake.input), snakemake.params.config, snakemake.wildcards.experiment,
-               snakemake.params.prefix)
+reports.report(
+    evals=list(snakemake.input.evals),
+    predictions=list(snakemake.input.predictions),
+    data=list(snakemake.input.data),
+    config=snakemake.params.config,
+    experiment=snakemake.wildcards.experiment,
+    out_prefix=snakemake.params.prefix,
+)

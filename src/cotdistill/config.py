@@ -1,23 +1,35 @@
-"""Config checks with one-line errors that name the key and the valid choices, and target planning.
+"""Config checks with one-line errors that name the key and the valid choices, and what each rule depends on.
 
-The JSON schema (``schemas/config.schema.yaml``) fixes the shape; `check` adds what a schema cannot say:
-names that must exist in a registry or elsewhere in the config. Snakemake's ``validate`` runs after it to
-fill in defaults.
+The JSON schema (``schemas/config.schema.yaml``) fixes the shape; `check` adds what a schema cannot say: names
+that must exist in a registry or elsewhere in the config, names safe to use as wildcards, model specs complete
+for their source, and ablation parameters as each registered kind declares them.
+
+The ``*_params`` functions give each rule exactly what decides its output and nothing else (README, "What reruns
+when you change X"): a job's own split's subsample, its own dataset's teacher path, a student's identity without
+its display name, training settings without bookkeeping keys (`cotdistill.defaults`). Every value is canonical
+(keys sorted, defaults filled in), because Snakemake compares params by their repr.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
+import re
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
-from .ablations import ABLATIONS
+from . import defaults
+from .ablations import ABLATIONS, AblationParamError
 from .datasets import LOADERS
-from .teachers import BACKENDS
-from .defaults import TRAINING as TRAINING_DEFAULTS
+from .targets import TARGET_COLUMNS
+from .teachers import BACKENDS, DEFAULT_DECODING, PARSERS
+
+NAME_PATTERN = r"[A-Za-z0-9_.-]+"  # also the wildcard constraint of every name (rules/common.smk)
+NAMED_SECTIONS = ("datasets", "teachers", "students", "ablations", "experiments")
+MODEL_SOURCE_KEYS = {"hub": ("id",), "local": ("path",), "gguf": ("file",)}
 
 
 class ConfigError(ValueError):
@@ -28,11 +40,21 @@ def _key(path: Any) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
+def _deref(schema: dict, node: dict) -> dict:
+    """Follow local ``$ref`` pointers (``#/$defs/training``) so errors inside shared definitions list their keys."""
+    while "$ref" in node:
+        target = schema
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
 def _schema_at(schema: dict, path: list) -> dict:
-    node = schema
+    node = _deref(schema, schema)
     for part in path:
         props = node.get("properties", {})
-        node = props[part] if part in props else node.get("additionalProperties") or {}
+        node = _deref(schema, props[part] if part in props else node.get("additionalProperties") or {})
     return node
 
 
@@ -47,7 +69,8 @@ def check_schema(config: dict, schema_path: str | Path) -> None:
         allowed = sorted(_schema_at(schema, where).get("properties", {}))
         extra = sorted(set(err.instance) - set(allowed))
         bad = extra[0]
-        hint = difflib.get_close_matches(bad, allowed, n=1)
+        hint = difflib.get_close_matches(bad, allowed, n=1) or sorted(
+            (k for k in allowed if bad.startswith(k) or k.startswith(bad)), key=len, reverse=True)[:1]
         did = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise ConfigError(f"config key {_key(where + [bad])!r} is not allowed{did}; valid keys: "
                           f"{', '.join(allowed)}")
@@ -65,24 +88,63 @@ def _choice(value: str, choices: list[str], key: str, what: str) -> None:
                           f"{', '.join(sorted(choices))}")
 
 
+def _check_names(config: dict) -> None:
+    for section in NAMED_SECTIONS:
+        for name in config.get(section) or {}:
+            if not re.fullmatch(NAME_PATTERN, str(name)):
+                raise ConfigError(f"config key {section}.{name!r}: the name {name!r} cannot be used in file paths; "
+                                  f"names must match {NAME_PATTERN} (letters, digits, '_', '.', '-')")
+
+
+def _check_model(spec: dict, key: str) -> None:
+    needed = MODEL_SOURCE_KEYS[spec["source"]]
+    missing = [k for k in needed if k not in spec]
+    if missing:
+        raise ConfigError(f"config key '{key}.{missing[0]}' is required for source {spec['source']!r} "
+                          f"(hub: id; local: path; gguf: file plus package or path)")
+    if spec["source"] == "gguf" and "package" not in spec and "path" not in spec:
+        raise ConfigError(f"config key {key}: source 'gguf' needs package (a PyPI package holding the file) or "
+                          f"path (the .gguf file)")
+
+
 def check(config: dict, schema_path: str | Path) -> None:
     """Raise ConfigError for the first problem found; return silently for a runnable config."""
     check_schema(config, schema_path)
+    _check_names(config)
     for name, spec in config["datasets"].items():
         _choice(spec["loader"], LOADERS.names(), f"datasets.{name}.loader", "dataset loader")
     for name, spec in config["teachers"].items():
         _choice(spec["backend"], BACKENDS.names(), f"teachers.{name}.backend", "teacher backend")
         if spec["backend"] != "precomputed" and "model" not in spec:
             raise ConfigError(f"config key 'teachers.{name}.model' is required for backend {spec['backend']!r}")
-    for name, spec in config.get("ablations", {}).items():
+        if "model" in spec:
+            _check_model(spec["model"], f"teachers.{name}.model")
+        for ds, parser in (spec.get("parsers") or {}).items():
+            _choice(parser, PARSERS.names(), f"teachers.{name}.parsers.{ds}", "completion parser")
+    for name, spec in (config.get("students") or {}).items():
+        _check_model(spec, f"students.{name}")
+    for name, spec in (config.get("ablations") or {}).items():
         _choice(spec["kind"], ABLATIONS.names(), f"ablations.{name}.kind", "ablation")
+        try:
+            ABLATIONS.get(spec["kind"]).resolve({k: v for k, v in spec.items() if k != "kind"})
+        except AblationParamError as err:
+            raise ConfigError(f"config key 'ablations.{name}.{err.key}' {err} (kind {spec['kind']!r})") from None
     for name, exp in config["experiments"].items():
         for i, ds in enumerate(exp["datasets"]):
             _choice(ds, list(config["datasets"]), f"experiments.{name}.datasets[{i}]", "dataset")
         _choice(exp["teacher"], list(config["teachers"]), f"experiments.{name}.teacher", "teacher")
-        for key, section in (("students", "student"), ("ablations", "ablation")):
+        for key, section in (("students", "student"), ("ablations", "ablation"), ("compare_to", "ablation")):
+            choices = list(config.get(key, {})) if key != "compare_to" else exp.get("ablations", [])
             for i, item in enumerate(exp.get(key, [])):
-                _choice(item, list(config.get(key, {})), f"experiments.{name}.{key}[{i}]", section)
+                _choice(item, choices, f"experiments.{name}.{key}[{i}]", section if key != "compare_to"
+                        else "ablation of this experiment")
+        teacher = config["teachers"][exp["teacher"]]
+        if teacher["backend"] == "precomputed":
+            for ds in exp["datasets"]:
+                if ds not in (teacher.get("paths") or {}):
+                    raise ConfigError(f"config key 'teachers.{exp['teacher']}.paths' has no entry for dataset "
+                                      f"{ds!r}, which experiment {name!r} uses; released outputs exist for: "
+                                      f"{', '.join(teacher.get('paths') or {}) or 'nothing'}")
     for i, exp in enumerate(config.get("run", [])):
         _choice(exp, list(config["experiments"]), f"run[{i}]", "experiment")
 
@@ -90,20 +152,75 @@ def check(config: dict, schema_path: str | Path) -> None:
 # --------------------------------------------------------------------------- lookups used by the rules
 
 
+def canonical(obj: Any) -> Any:
+    """Nested dicts with sorted keys (and tuples as lists), so equal settings always have the same repr."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def _named(config: dict, section: str, name: str) -> dict:
+    if name not in config.get(section, {}):
+        raise ConfigError(f"unknown {section[:-1]} {name!r} in a target path; configured {section}: "
+                          f"{', '.join(sorted(config.get(section, {})))}")
+    return config[section][name]
+
+
 def dataset_spec(config: dict, name: str) -> dict:
-    return _named(config, "datasets", name)
+    return {**defaults.DATASET, **_named(config, "datasets", name)}
 
 
-def loader_spec(config: dict, name: str) -> dict:
-    """The dataset entry without report-only keys, so renaming a table column reruns no data job."""
-    return {k: v for k, v in dataset_spec(config, name).items() if k not in ("paper_name", "prompt")}
+def dataset_splits(config: dict, name: str) -> list[str]:
+    """Every split of a dataset that some job prepares: its own `splits` and any a teacher of it asks for."""
+    splits = list(dataset_spec(config, name)["splits"])
+    for exp in config["experiments"].values():
+        if name in exp["datasets"]:
+            splits += teacher_spec(config, exp["teacher"]).get("splits") or []
+            splits += ["train", "test"] if exp.get("students") else []
+    return sorted(set(splits), key=lambda s: ("train", "validation", "test").index(s))
+
+
+def dataset_params(config: dict, name: str, split: str) -> dict:
+    """What decides one split's file: the loader and its options, the overlap rule, this split's subsample, and
+    under ``overlap: drop`` the other splits (items they share are removed). Other splits' subsamples, the prompt
+    and the table name do not decide it."""
+    spec = dataset_spec(config, name)
+    out = {k: v for k, v in spec.items() if k not in ("paper_name", "prompt", "splits", "subsample")}
+    n = (spec.get("subsample") or {}).get(split)
+    out["subsample"] = {split: n} if n is not None else {}
+    if spec["overlap"] == "drop":
+        out["splits"] = dataset_splits(config, name)
+    return canonical(out)
 
 
 def teacher_spec(config: dict, name: str) -> dict:
-    return _named(config, "teachers", name)
+    return {**defaults.TEACHER, **_named(config, "teachers", name)}
 
 
-def template_path(config: dict, dataset: str) -> str:
+def teacher_params(config: dict, teacher: str, dataset: str) -> dict:
+    """What decides one dataset's rationales: the teacher's whole spec (so a new option counts by default) minus
+    bookkeeping keys, with `paths` and `parsers` reduced to this dataset's entries."""
+    spec = teacher_spec(config, teacher)
+    out = {k: v for k, v in spec.items() if k not in defaults.TEACHER_BOOKKEEPING}
+    if spec["backend"] != "precomputed":
+        out["decoding"] = {**DEFAULT_DECODING, **spec.get("decoding", {})}
+    if spec["policy"] != "retry":  # no retry runs: its settings decide nothing
+        out.pop("retries", None)
+        out.pop("retry_decoding", None)
+    for key in ("paths", "parsers"):
+        if key in out:
+            out[key] = {dataset: out[key][dataset]} if dataset in out[key] else {}
+    return canonical(out)
+
+
+def teacher_bookkeeping(config: dict, teacher: str) -> dict:
+    """The teacher settings a job reads outside its params (batch size, GPUs, kept-share floor)."""
+    spec = teacher_spec(config, teacher)
+    return {k: spec[k] for k in defaults.TEACHER_BOOKKEEPING if k in spec}
+
+
+def template_path(config: dict, dataset: str, teacher: str | None = None) -> str | list:
+    """The prompt template a generating teacher renders; none (an empty input) for released outputs."""
+    if teacher is not None and teacher_spec(config, teacher)["backend"] == "precomputed":
+        return []
     return dataset_spec(config, dataset).get("prompt", f"prompts/{dataset}.yaml")
 
 
@@ -116,21 +233,73 @@ def student_spec(config: dict, name: str) -> dict:
     return _named(config, "students", name)
 
 
+def student_identity(spec: dict) -> dict:
+    """Where a student's weights come from, without its table name or training overrides."""
+    return canonical({k: v for k, v in spec.items() if k not in ("paper_name", "training")})
+
+
+def student_params(config: dict, name: str) -> dict:
+    return student_identity(student_spec(config, name))
+
+
 def ablation_spec(config: dict, name: str) -> dict:
-    return _named(config, "ablations", name)
+    """``{kind, **parameters}`` with the kind's defaults filled in."""
+    from .ablations import resolve
+
+    return canonical(resolve(_named(config, "ablations", name), name))
 
 
-def _named(config: dict, section: str, name: str) -> dict:
-    if name not in config.get(section, {}):
-        raise ConfigError(f"unknown {section[:-1]} {name!r} in a target path; configured {section}: "
-                          f"{', '.join(sorted(config.get(section, {})))}")
-    return config[section][name]
+def targets_params(config: dict, ablation: str) -> dict:
+    """What decides a targets file: the ablation's identity, the label format, the seed and the file's columns
+    (so results written by an older layout are rebuilt, not read)."""
+    return {"spec": ablation_spec(config, ablation), "label_format": config["targets"]["label_format"],
+            "seed": config.get("seed", 0), "columns": TARGET_COLUMNS}
+
+
+def label_first(config: dict, ablation: str) -> bool:
+    from .ablations import label_first as first
+
+    return first(_named(config, "ablations", ablation), ablation)
 
 
 def training_settings(config: dict, student: str) -> dict:
     """Global training settings under the student's own overrides: a change reruns only that student."""
-    return {**TRAINING_DEFAULTS, **config.get("training", {}),
+    return {**defaults.TRAINING, **config.get("training", {}),
             **student_spec(config, student).get("training", {})}
+
+
+def training_identity(settings: dict) -> dict:
+    """Training settings that decide the fine-tuned weights: defaults filled in, bookkeeping keys left out."""
+    return canonical({k: v for k, v in {**defaults.TRAINING, **settings}.items()
+                      if k not in defaults.TRAINING_BOOKKEEPING})
+
+
+def training_params(config: dict, student: str) -> dict:
+    return training_identity(training_settings(config, student))
+
+
+def training_bookkeeping(config: dict, student: str) -> dict:
+    """Training settings a fine-tune reads outside its params (logging, rotation, validation batch size)."""
+    settings = training_settings(config, student)
+    return {k: settings[k] for k in defaults.TRAINING_BOOKKEEPING}
+
+
+def evaluation_settings(config: dict) -> dict:
+    return {**defaults.EVALUATION, **config.get("evaluation", {})}
+
+
+def evaluation_bookkeeping(config: dict) -> dict:
+    """Evaluation settings a job reads outside its params (the batch size)."""
+    settings = evaluation_settings(config)
+    return {k: settings[k] for k in defaults.EVALUATION_BOOKKEEPING}
+
+
+def evaluation_params(config: dict, ablation: str) -> dict:
+    """What decides an evaluation besides its model and data: label-first models stop at the label, so the
+    generation cap matters only for the others."""
+    first = label_first(config, ablation)
+    return {"label_first": first,
+            "max_new_tokens": None if first else int(evaluation_settings(config)["max_new_tokens"])}
 
 
 def converted_student(config: dict, student: str) -> str | list:
@@ -138,24 +307,38 @@ def converted_student(config: dict, student: str) -> str | list:
     return f"results/hf/{student}" if student_spec(config, student)["source"] == "gguf" else []
 
 
-def eval_targets(config: dict, experiment: str) -> list[str]:
-    """Eval JSONs of one experiment's grid: datasets x students x ablations x seeds."""
+def eval_targets(config: dict, experiment: str, suffix: str = ".json") -> list[str]:
+    """Eval outputs of one experiment's grid: datasets x students x ablations x seeds."""
     e = config["experiments"][experiment]
-    return [f"results/eval/{ds}/{e['teacher']}/{st}/{ab}/seed{seed}.json" for ds in e["datasets"]
+    return [f"results/eval/{ds}/{e['teacher']}/{st}/{ab}/seed{seed}{suffix}" for ds in e["datasets"]
             for st in e.get("students", []) for ab in e.get("ablations", []) for seed in e.get("seeds", [0])]
 
 
+REPORT_EXTENSIONS = (".md", ".csv", ".tex", ".png", ".pdf", ".tests.csv", ".items.parquet", ".flips.md")
+
+
 def report_targets(config: dict) -> list[str]:
-    return [f"results/reports/{exp}.{ext}" for exp in experiments_to_run(config)
-            if eval_targets(config, exp) for ext in ("md", "csv", "tex", "png", "pdf")]
+    return [f"results/reports/{exp}{ext}" for exp in experiments_to_run(config)
+            if eval_targets(config, exp) for ext in REPORT_EXTENSIONS]
 
 
-def report_config(config: dict, experiment: str) -> dict:
-    """The config sections a report reads, limited to its experiment (so other edits do not rerun it)."""
+def report_inputs(config: dict, experiment: str) -> dict[str, list[str]]:
     e = config["experiments"][experiment]
-    return {"datasets": {d: config["datasets"][d] for d in e["datasets"]},
-            "students": {s: student_spec(config, s) for s in e.get("students", [])},
-            "ablations": {a: ablation_spec(config, a) for a in e.get("ablations", [])}}
+    return {"evals": eval_targets(config, experiment),
+            "predictions": eval_targets(config, experiment, ".predictions.parquet"),
+            "data": [f"results/data/{ds}/test.parquet" for ds in e["datasets"]]}
+
+
+def report_params(config: dict, experiment: str) -> dict:
+    """What a report reads from the config: table names, ablation kinds and the comparisons to make."""
+    e = config["experiments"][experiment]
+    kinds = {a: _named(config, "ablations", a)["kind"] for a in e.get("ablations", [])}
+    compare = e["compare_to"] if "compare_to" in e else [next(a for a in e.get("ablations", []) if kinds[a] == kind)
+                                                         for kind in ("none", "cot_after") if kind in kinds.values()]
+    return canonical({
+        "datasets": {d: dataset_spec(config, d).get("paper_name") for d in e["datasets"]},
+        "students": {s: student_spec(config, s).get("paper_name") for s in e.get("students", [])},
+        "ablations": kinds, "compare_to": compare, "seed": config.get("seed", 0)})
 
 
 def experiments_to_run(config: dict) -> list[str]:
@@ -175,8 +358,7 @@ def rationale_targets(config: dict, experiments: list[str] | None = None) -> lis
         e = config["experiments"][exp]
         teacher = teacher_spec(config, e["teacher"])
         for ds in e["datasets"]:
-            splits = teacher.get("splits") or dataset_spec(config, ds).get("splits", ["train", "test"])
-            for split in splits:
+            for split in teacher.get("splits") or dataset_spec(config, ds)["splits"]:
                 base = f"results/rationales/{e['teacher']}/{ds}/{split}"
                 out += [f"{base}.parquet", f"{base}.stats.json"]
     return sorted(set(out))

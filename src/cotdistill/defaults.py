@@ -1,4 +1,9 @@
-"""Default settings, in a module light enough for the Snakefile to import (no torch, no transformers)."""
+"""Default settings, in a module light enough for the Snakefile to import (no torch, no transformers).
+
+Each section also says which of its keys are *bookkeeping*: they change how a job runs (batching, logging,
+checkpoint rotation, GPUs) but not what it computes, beyond the floating-point noise of another batch composition,
+so they stay out of the rules' ``params`` and out of every cache or checkpoint key; changing one reruns nothing.
+"""
 
 from typing import Any
 
@@ -8,8 +13,21 @@ TRAINING: dict[str, Any] = {
     "lr": 3e-5, "batch_size": 4, "epochs": 1, "max_steps": -1, "max_source_tokens": 512, "max_target_tokens": 256,
     "eval_every": 500, "patience": 10, "threshold": 0.02, "validation_size": 200, "eval_batch_size": 16,
     "precision": "auto", "warmup": 0, "weight_decay": 0.0, "grad_accum": 1, "group_by_length": True,
-    "pad_to_max": False, "save_total_limit": 2, "logging_steps": 10,
+    "pad_to_max": False, "save_total_limit": 2, "logging_steps": 10, "overlong": "error",
 }
+TRAINING_BOOKKEEPING = ("eval_batch_size", "logging_steps", "save_total_limit")
 
 # Evaluation (config key `evaluation`): max_new_tokens bounds CoT-before generations.
 EVALUATION: dict[str, Any] = {"batch_size": 16, "max_new_tokens": 256}
+EVALUATION_BOOKKEEPING = ("batch_size",)
+
+# Teachers (config key `teachers.<name>`). min_kept: the smallest share of examples whose rationale must survive
+# the policy; below it (or at 0 rows) the rationales job fails instead of handing a near-empty file downstream.
+TEACHER: dict[str, Any] = {"chat": False, "policy": "drop", "retries": 0, "batch_size": 8, "min_kept": 0.2}
+# Cannot change a completion: kept out of the completion cache's key and of the rule's params. `policy` and
+# `retries` decide which attempts run, not what an attempt generates, so they are out of the cache key only.
+TEACHER_BOOKKEEPING = ("batch_size", "gpus", "splits", "min_kept")
+TEACHER_NOT_IN_CACHE_KEY = TEACHER_BOOKKEEPING + ("policy", "retries")
+
+# Dataset entries: `overlap` decides what happens when two splits share items (README, "Datasets").
+DATASET: dict[str, Any] = {"splits": ["train", "test"], "overlap": "error"}
