@@ -44,7 +44,7 @@ def test_every_ablation_uses_the_same_rows():
 
 
 def test_unknown_ablation_kind():
-    with pytest.raises(UnknownNameError, match=r"ablations.x.kind.*cot_after, cot_before, mask, none, shuffle"):
+    with pytest.raises(UnknownNameError, match=r"ablations.x.kind.*cot_after, cot_before, filler, human_words, ig_topk, ig_topk_shuffled, mask, none, random_words, shuffle, word_neighbours"):
         build_targets(pd.DataFrame([ROW]), RAT, "x", {"kind": "shuffle_everything"}, "letter", 0)
 
 

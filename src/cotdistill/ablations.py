@@ -1,10 +1,12 @@
 """Ablations: how a training target is built from an example, its teacher rationale and the gold label.
 
-Each ablation is one registered function ``(example, rationale, label, params, rng) -> target`` that declares its
-parameters (type, default, valid values), so a misspelt or mistyped parameter is a config error, and a flag saying
-whether the label comes first (then evaluation need only generate up to the closing marker). The config entry
-``ablations.<name>: {kind: <registered>, ...params}`` names it; the kind and its resolved parameters (defaults
-filled in) are its identity, never its name.
+Each ablation is one registered function ``(example, rationale, label, params, rng, resources) -> target`` that
+declares its parameters (type, default, valid values), so a misspelt or mistyped parameter is a config error, the
+resources it reads beyond the example (`Resources`: the rationale vocabulary, attribution scores, human words, word
+vectors; the `targets` rule wires their files in), and a flag saying whether the label comes first (then evaluation
+need only generate up to the closing marker). The config entry ``ablations.<name>: {kind: <registered>, ...params}``
+names it; the kind and its resolved parameters (defaults filled in) are its identity, never its name. A list-valued
+parameter named in ``{braces}`` in the entry's name is a sweep (`expand_sweeps`).
 
 Randomness is per example: `example_rng` seeds a generator from (global seed, kind, parameters, example id), so an
 example's perturbation does not depend on row order, on the other rows, on the subsample size or on the name.
@@ -13,7 +15,10 @@ example's perturbation does not depend on row order, on the other rows, on the s
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import re
+import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,15 +69,28 @@ class Param:
 
 
 POSITION = Param(str, "after", ("before", "after"), doc="rationale before or after the label")
+UNK = "<unk>"  # filler placeholder in target files; each student's fine-tune puts its own filler token there
+
+
+@dataclass
+class Resources:
+    """What some ablations read beyond the example and its rationale; `targets.build_targets` fills what the kind
+    declares in ``needs``."""
+
+    vocabulary: list[str] | None = None  # every word of the file's rationales, sorted (random_words)
+    attribution: dict[str, list[tuple[str, float]]] | None = None  # id -> rationale tokens and scores, in order
+    human_words: dict[str, list[str]] | None = None  # id -> words people picked
+    vectors: Any = None  # gensim KeyedVectors (word_neighbours)
 
 
 @dataclass(frozen=True)
 class Ablation:
-    build: Callable[[dict, str | None, str, dict, np.random.Generator], str]
+    build: Callable[[dict, str | None, str, dict, np.random.Generator, Resources], str]
     label_first_default: bool  # label before any rationale: evaluation stops at the closing marker
     needs_rationale: bool
     params: dict[str, Param] = field(default_factory=dict)
     doc: str = ""
+    needs: tuple[str, ...] = ()  # Resources fields the builder reads
 
     def resolve(self, params: dict) -> dict:
         """Parameters checked against the declaration, defaults filled in; raises AblationParamError."""
@@ -98,10 +116,11 @@ class Ablation:
 ABLATIONS: Registry[Ablation] = Registry("ablation")
 
 
-def register(name: str, label_first: bool, needs_rationale: bool = True, params: dict[str, Param] | None = None):
+def register(name: str, label_first: bool, needs_rationale: bool = True, params: dict[str, Param] | None = None,
+             needs: tuple[str, ...] = ()):
     def decorate(fn):
         ABLATIONS.register(name)(Ablation(fn, label_first, needs_rationale, params or {},
-                                          (fn.__doc__ or "").strip()))
+                                          (fn.__doc__ or "").strip(), needs))
         return fn
 
     return decorate
@@ -132,37 +151,209 @@ def _place(rationale: str, label: str, position: str) -> str:
     return f"{rationale} {wrap_label(label)}" if position == "before" else f"{wrap_label(label)} {rationale}"
 
 
+def _after(label: str, words: list[str]) -> str:
+    return " ".join([wrap_label(label), *words])
+
+
 @register("none", label_first=True, needs_rationale=False)
-def none(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator) -> str:
+def none(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator,
+         res: Resources) -> str:
     """No CoT: ``[FIN_LABEL] B [FIN_LABEL]``."""
     return wrap_label(label)
 
 
 @register("cot_before", label_first=False)
-def cot_before(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator) -> str:
+def cot_before(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator,
+               res: Resources) -> str:
     """CoT before the label: ``<rationale> [FIN_LABEL] B [FIN_LABEL]``."""
     return _place(rationale, label, "before")
 
 
 @register("cot_after", label_first=True)
-def cot_after(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator) -> str:
+def cot_after(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator,
+              res: Resources) -> str:
     """CoT after the label: ``[FIN_LABEL] B [FIN_LABEL] <rationale>``; at test time only the label is generated."""
     return _place(rationale, label, "after")
 
 
 @register("shuffle", label_first=True, params={"position": POSITION})
-def shuffle(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator) -> str:
+def shuffle(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator,
+            res: Resources) -> str:
     """Rationale words shuffled per instance (Table 2), placed ``position: before|after`` the label."""
     words = rationale.split()
     return _place(" ".join(words[i] for i in rng.permutation(len(words))), label, params["position"])
 
 
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
 @register("mask", label_first=True, params={
-    "p": Param(float, minimum=0.0, maximum=1.0, doc="share of rationale words replaced by [MASK]"),
-    "position": POSITION})
-def mask(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator) -> str:
-    """A random fraction ``p`` of rationale words replaced by ``[MASK]``, ``position: before|after`` the label."""
-    words = rationale.split()
-    hidden = rng.random(len(words)) < params["p"]
-    return _place(" ".join("[MASK]" if h else w for w, h in zip(words, hidden, strict=True)), label,
-                  params["position"])
+    "p": Param(float, minimum=0.0, maximum=1.0, doc="share of rationale units replaced by the mask string"),
+    "position": POSITION,
+    "unit": Param(str, "word", ("word", "token"),
+                  doc="word: whitespace-separated words; token: words and punctuation marks separately"),
+    "token": Param(str, "[MASK]", doc="the mask string")})
+def mask(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator,
+         res: Resources) -> str:
+    """A random fraction ``p`` of the rationale's units replaced by ``token`` (Figure 4), ``position: before|after``
+    the label. Units are tokenizer-independent (one targets file serves every student): ``word`` splits at
+    whitespace, ``token`` also splits punctuation from words (``cold.`` is two units) and keeps the spacing."""
+    if params["unit"] == "word":
+        words = rationale.split()
+        hidden = rng.random(len(words)) < params["p"]
+        masked = " ".join(params["token"] if h else w for w, h in zip(words, hidden, strict=True))
+    else:
+        spans = [m.span() for m in _TOKEN.finditer(rationale)]
+        hidden = rng.random(len(spans)) < params["p"]
+        masked, last = "", 0
+        for (a, b), h in zip(spans, hidden, strict=True):
+            masked += rationale[last:a] + (params["token"] if h else rationale[a:b])
+            last = b
+        masked += rationale[last:]
+    return _place(masked, label, params["position"])
+
+
+@register("filler", label_first=False, needs_rationale=False, params={
+    "k": Param(int, minimum=0, doc="number of filler tokens before the label"),
+    "fallback": Param(str, ".", doc="filler for a student whose tokenizer has no unk token distinct from EOS")})
+def filler(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator,
+           res: Resources) -> str:
+    """``k`` filler tokens, then ``[FIN_LABEL] B [FIN_LABEL]``, no rationale (Figure 3). The targets file holds the
+    placeholder ``<unk>``; each student's fine-tune replaces it by its tokenizer's unk token where that is a
+    distinct token (Gemma ``<unk>``, SmolLM2 ``<|endoftext|>``), else by ``fallback`` (GPT-2, whose unk is its EOS
+    ``<|endoftext|>``: an EOS filler would end generation before the label): `student_filler`."""
+    return UNK * params["k"] + " " + wrap_label(label) if params["k"] else wrap_label(label)
+
+
+def student_filler(tokenizer: Any, fallback: str) -> tuple[str, bool]:
+    """(the filler token text for this tokenizer, whether it is its own unk token)."""
+    unk = getattr(tokenizer, "unk_token", None)
+    if unk and unk != tokenizer.eos_token and tokenizer.convert_tokens_to_ids(unk) != tokenizer.eos_token_id:
+        return unk, True
+    return fallback, False
+
+
+def fill(target: str, tokenizer: Any, fallback: str) -> str:
+    """A filler target with the `UNK` placeholders replaced for this student: special tokens back to back (one
+    token each), a plain fallback separated by spaces (so each is one token, as `` .`` is for GPT-2)."""
+    token, special = student_filler(tokenizer, fallback)
+
+    def run(m: re.Match) -> str:
+        n = len(m.group(0)) // len(UNK)
+        return token * n if special else " ".join([token] * n)
+
+    return re.sub(f"(?:{re.escape(UNK)})+", run, target)
+
+
+@register("random_words", label_first=True, needs=("vocabulary",))
+def random_words(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator,
+                 res: Resources) -> str:
+    """As many words as the rationale has, drawn (per example) from the vocabulary of all training rationales,
+    after the label: separates "more target tokens" from "useful content" (beyond the paper)."""
+    n = len(rationale.split())
+    return _after(label, [res.vocabulary[i] for i in rng.integers(0, len(res.vocabulary), n)])
+
+
+IG_PARAMS = {
+    "k": Param(int, 15, minimum=1, doc="tokens kept (the paper's 15)"),
+    "student": Param(str, doc="student whose CoT-before model is attributed (the paper: GPT-2)"),
+    "source": Param(str, "cot_before", doc="the ablation (kind cot_before) that model was fine-tuned on"),
+    "seed": Param(int, 0, minimum=0, doc="seed of that model"),
+    "method": Param(str, "integrated_gradients", ("integrated_gradients", "input_x_gradient"),
+                    doc="integrated_gradients (the paper's) or input_x_gradient (one backward pass, for CPU runs)"),
+    "n_steps": Param(int, 50, minimum=1, doc="integration steps (integrated_gradients only)"),
+}
+
+
+def _top_tokens(example: dict, params: dict, res: Resources) -> list[str]:
+    scored = res.attribution.get(str(example["id"]))
+    if scored is None:
+        raise ValueError(f"no attribution scores for row id {example['id']!r}: files do not align")
+    top = sorted(np.argsort([-s for _, s in scored], kind="stable")[:params["k"]])
+    return [w for w in (scored[i][0].strip() for i in top) if w]
+
+
+@register("ig_topk", label_first=True, params=IG_PARAMS, needs=("attribution",))
+def ig_topk(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator,
+            res: Resources) -> str:
+    """The ``k`` rationale tokens with the highest attribution to the gold label (on the CoT-before model), in
+    their original order, after the label (Table 3)."""
+    return _after(label, _top_tokens(example, params, res))
+
+
+@register("ig_topk_shuffled", label_first=True, params=IG_PARAMS, needs=("attribution",))
+def ig_topk_shuffled(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator,
+                     res: Resources) -> str:
+    """`ig_topk`'s tokens shuffled per instance (Table 3)."""
+    words = _top_tokens(example, params, res)
+    return _after(label, [words[i] for i in rng.permutation(len(words))])
+
+
+@register("human_words", label_first=True, needs_rationale=False, needs=("human_words",), params={
+    "path": Param(str, doc="file or folder of JSON lines: {id, words: [...]} or CoS-E's {id, explanation: "
+                           "{selected}}"),
+    "max_words": Param(int, 15, minimum=1, doc="words kept per example (the paper's annotators: up to 15)")})
+def human_words(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator,
+                res: Resources) -> str:
+    """Words people picked as the evidence, after the label (Table 3). The paper's QuaRel annotations are not
+    public; for CommonsenseQA, CoS-E's highlighted spans (``explanation.selected``) are a real source."""
+    words = res.human_words.get(str(example["id"]))
+    if words is None:
+        raise ValueError(f"{params['path']}: no human words for row id {example['id']!r}")
+    return _after(label, words[:params["max_words"]])
+
+
+@register("word_neighbours", label_first=True, needs_rationale=False, needs=("vectors",), params={
+    "vectors": Param(str, doc="a `word_vectors` config entry"),
+    "k": Param(int, 15, minimum=1, doc="neighbours kept (the paper's 15)")})
+def word_neighbours(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator,
+                    res: Resources) -> str:
+    """The ``k`` nearest words to the answer in a word-vector space, after the label (the paper's "Word2Vec
+    based", Table 3). The query is the answer text's longest word (not the choice letter), lower-cased where the
+    vectors are; an answer with no word in the vocabulary gets no neighbours (counted in the targets log)."""
+    return _after(label, neighbours(res.vectors, answer_text(example), params["k"]))
+
+
+def answer_text(example: dict) -> str:
+    """The answer as words: the choice text for multiple choice, else the label itself."""
+    return str(example.get("answer_text") or example["answer_label"])
+
+
+def neighbours(vectors: Any, text: str, k: int) -> list[str]:
+    """The `k` nearest words to the longest in-vocabulary word of `text` (ties: the first); [] if none is known."""
+    words = [w.strip(string.punctuation) for w in text.split()]
+    known = [w for w in (v for w in words for v in (w, w.lower())) if w and w in vectors.key_to_index]
+    if not known:
+        return []
+    query = max(known, key=len)
+    return [w for w, _ in vectors.most_similar(query, topn=k)]
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_sweeps(entries: dict[str, dict]) -> dict[str, list[str]]:
+    """Expand sweep entries in place: ``mask_after_{p}: {kind: mask, position: after, p: [0.1, 0.5, 0.9]}`` becomes
+    ``mask_after_0.1``, ``mask_after_0.5``, ``mask_after_0.9``; several fields sweep their product. Returns the
+    names each sweep became, so experiments may list the sweep's own name for all of them."""
+    expanded: dict[str, list[str]] = {}
+    for name in [n for n in list(entries) if _FIELD.search(n)]:
+        spec = entries.pop(name)
+        fields = list(dict.fromkeys(_FIELD.findall(name)))
+        for f in fields:
+            if not isinstance(spec.get(f), list) or not spec[f]:
+                raise ValueError(f"config key 'ablations.{name}': the name sweeps {{{f}}}, so '{f}' must be a "
+                                 f"non-empty list of values (got {spec.get(f)!r})")
+        names = []
+        for values in itertools.product(*(spec[f] for f in fields)):
+            point = dict(zip(fields, values, strict=True))
+            new = _FIELD.sub(lambda m: str(point[m.group(1)]), name)
+            if new in entries:
+                raise ValueError(f"config key 'ablations.{name}': sweep point {new!r} is already an ablation")
+            entries[new] = {**spec, **point}
+            names.append(new)
+        expanded[name] = names
+    return expanded

@@ -43,24 +43,31 @@ def candidate_labels(row: dict, label_format: str) -> list[str]:
 
 
 def build_targets(data: pd.DataFrame, rationales: pd.DataFrame | None, ablation: str, spec: dict,
-                  label_format: str, seed: int) -> pd.DataFrame:
+                  label_format: str, seed: int, resources: ablations.Resources | None = None) -> pd.DataFrame:
     """One target row per example that has a kept rationale (all examples when the ablation needs none).
 
     Each example's randomness comes from `ablations.example_rng` (seed, kind and parameters, example id): the same
-    example gets the same perturbation whatever the row order, the other rows or the ablation's name.
+    example gets the same perturbation whatever the row order, the other rows or the ablation's name. The
+    vocabulary of `random_words` is every word of the kept rationales, sorted.
     """
     abl = ablations.get(spec, ablation)
     resolved = ablations.resolve(spec, ablation)
     params = {k: v for k, v in resolved.items() if k != "kind"}
+    res = resources or ablations.Resources()
     if rationales is not None:
         data = data.merge(rationales[["id", "rationale"]], on="id", how="inner")  # same rows for every ablation
+        if "vocabulary" in abl.needs and res.vocabulary is None:
+            res.vocabulary = sorted({w for r in data["rationale"] for w in str(r).split()})
     elif abl.needs_rationale:
         raise ValueError(f"ablation {ablation!r} needs teacher rationales")
+    missing = [k for k in abl.needs if getattr(res, k) is None]
+    if missing:
+        raise ValueError(f"ablation {ablation!r} (kind {spec['kind']!r}) needs {', '.join(missing)}")
     rows = []
     for row in data.to_dict("records"):
         label = label_string(row, label_format)
         rng = ablations.example_rng(seed, resolved, row["id"])
-        target = abl.build(row, row.get("rationale"), label, params, rng)
+        target = abl.build(row, row.get("rationale"), label, params, rng, res)
         marked = ablations.wrap_label(label)
         start = target.rfind(marked) + len(ablations.MARK) + 1
         if start < len(ablations.MARK) + 1:
@@ -70,9 +77,31 @@ def build_targets(data: pd.DataFrame, rationales: pd.DataFrame | None, ablation:
     return pd.DataFrame(rows, columns=TARGET_COLUMNS)
 
 
+def load_resources(spec: dict, attribution: str | None = None, human_words: str | None = None,
+                   vectors: str | None = None) -> ablations.Resources:
+    """The resources an ablation kind declares, read from the files the `targets` rule wires in."""
+    needs = ablations.ABLATIONS.get(spec["kind"]).needs
+    res = ablations.Resources()
+    if "attribution" in needs:
+        from .attribution import read_scores
+
+        res.attribution = read_scores(attribution)
+    if "human_words" in needs:
+        from .annotations import read_human_words
+
+        res.human_words = read_human_words(human_words)
+    if "vectors" in needs:
+        from .wordvectors import load
+
+        res.vectors = load(vectors)
+    return res
+
+
 def build_target_file(data: str, rationales: str | None, ablation: str, spec: dict, label_format: str, seed: int,
-                      out: str) -> None:
-    """`build_targets` from and to Parquet, as the `targets` rule runs it."""
+                      out: str, attribution: str | None = None, human_words: str | None = None,
+                      vectors: str | None = None) -> None:
+    """`build_targets` from and to Parquet, as the `targets` rule runs it; fails when an ablation that appends
+    words after the label appended nothing to any example."""
     df = io.read_parquet(data, required=COMMON_COLUMNS)
     rat = io.read_parquet(rationales, required=["id", "rationale"]) if rationales else None
     if rat is not None:
@@ -80,8 +109,17 @@ def build_target_file(data: str, rationales: str | None, ablation: str, spec: di
         if len(stray):
             raise ValueError(f"{rationales}: {len(stray)} rationale ids are not in {data} (e.g. {list(stray[:3])}): "
                              f"files do not align")
-    out_df = build_targets(df, rat, ablation, spec, label_format, seed)
+    res = load_resources(spec, attribution, human_words, vectors)
+    out_df = build_targets(df, rat, ablation, spec, label_format, seed, res)
     if out_df.empty:
         raise ValueError(f"ablation {ablation!r}: no targets from {data} and {rationales}")
+    if ablations.ABLATIONS.get(spec["kind"]).needs:
+        bare = out_df["target"] == out_df["label"].map(ablations.wrap_label)
+        if bare.all():
+            raise ValueError(f"ablation {ablation!r}: nothing appended after the label for any of {len(out_df)} "
+                             f"examples; check its resources ({attribution or human_words or vectors})")
+        if bare.any():
+            log.warning("%s: %d of %d targets have nothing after the label (e.g. ids %s)", ablation, int(bare.sum()),
+                        len(out_df), list(out_df.loc[bare, "id"][:5]))
     log.info("%s: %d targets (%s, labels as %s)", ablation, len(out_df), spec, label_format)
     io.write_parquet(out_df, out)

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from . import io
-from .ablations import MARK
+from .ablations import MARK, fill, student_filler, wrap_label
 from .config import student_identity, training_identity
 from .defaults import TRAINING as DEFAULTS
 from .evaluation import extract_label, generate, label_budget, same_label
@@ -132,14 +132,14 @@ def split_validation(targets: pd.DataFrame, size: int, seed: int) -> tuple[pd.Da
 
 
 def run_fingerprint(model_spec: dict, targets_path: str, settings: dict, seed: int, label_first: bool,
-                    data_seed: int, world_size: int) -> str:
+                    data_seed: int, world_size: int, filler: str | None = None) -> str:
     """A hash of everything that decides a fine-tune: the checkpoint folder's name."""
     model = student_identity(model_spec)
     if model_spec.get("source") == "local":
         model["digest"] = io.tree_digest(model_spec["path"])
     key = {"model": model, "targets": io.file_digest(targets_path), "settings": training_identity(settings),
            "seed": seed,
-           "label_first": label_first, "data_seed": data_seed, "world_size": world_size}
+           "label_first": label_first, "data_seed": data_seed, "world_size": world_size, "filler": filler}
     return io.json_digest(key)[:16]
 
 
@@ -183,15 +183,27 @@ class Run:
     dropped_overlong: int
     bf16: bool
     settings: dict
+    filler: str | None = None
+
+
+def with_filler(targets: pd.DataFrame, tokenizer, fallback: str) -> tuple[pd.DataFrame, str]:
+    """Filler targets with this student's filler token in place of the placeholder (`ablations.fill`) and their
+    label spans moved to match; returns the token used."""
+    out = targets.assign(target=[fill(t, tokenizer, fallback) for t in targets["target"]])
+    start = [t.rfind(wrap_label(lab)) + len(MARK) + 1 for t, lab in zip(out["target"], out["label"], strict=True)]
+    return out.assign(label_start=start, label_end=[s + len(lab) for s, lab in zip(start, out["label"],
+                                                                                   strict=True)]), \
+        student_filler(tokenizer, fallback)[0]
 
 
 def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str | Path, settings: dict, seed: int,
-                  label_first: bool, data_seed: int = 0, threads: int = 1) -> Run:
+                  label_first: bool, data_seed: int = 0, threads: int = 1, filler: str | None = None) -> Run:
     """The Trainer `finetune` runs (the benchmark drives the same one); checkpoints go to `ckpt_dir` itself.
 
     ``batch_size`` is the global batch: with N data-parallel processes each takes batch_size / N, so the number of
     GPUs changes neither the number of steps nor the learning-rate schedule (only the data order, as a sampler
-    does): it is bookkeeping, like the teacher's batch size.
+    does): it is bookkeeping, like the teacher's batch size. `filler` (a filler ablation's fallback token) puts
+    this student's filler token into the targets.
     """
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallback, Trainer, TrainingArguments
@@ -208,6 +220,11 @@ def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str | Path, set
         tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32, **kwargs)
     targets = io.read_parquet(targets_path, required=TARGET_COLUMNS)
+    filler_token = None
+    if filler is not None:
+        targets, filler_token = with_filler(targets, tok, filler)
+        log.info("filler token for this student: %r (%s)", filler_token, "its unk token" if filler_token !=
+                 filler else "the fallback: its tokenizer has no unk token distinct from EOS")
     train_df, val_df = split_validation(targets, int(s["validation_size"]), data_seed)
     encoded, dropped = encode(tok, list(train_df["source"]), list(train_df["target"]), marker_ends(train_df),
                               int(s["max_source_tokens"]), int(s["max_target_tokens"]), list(train_df["id"]),
@@ -255,23 +272,24 @@ def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str | Path, set
     trainer = GenerationTrainer(  # eval_dataset only satisfies Trainer's check: `evaluate` uses val_df
         model=model, args=args, train_dataset=train, eval_dataset=train.select(range(1)), data_collator=collator,
         callbacks=[EarlyStoppingCallback(int(s["patience"]), float(s["threshold"]))])
-    return Run(trainer, tok, len(encoded["input_ids"]), len(val_df), len(dropped), bf16, s)
+    return Run(trainer, tok, len(encoded["input_ids"]), len(val_df), len(dropped), bf16, s, filler_token)
 
 
 def finetune(model_spec: dict, targets_path: str, out_dir: str, ckpt_dir: str, settings: dict, seed: int,
-             label_first: bool, data_seed: int = 0, threads: int = 1) -> dict:
+             label_first: bool, data_seed: int = 0, threads: int = 1, filler: str | None = None) -> dict:
     """Fine-tune a student (a `models` spec) on a targets file; write the best model and train_metrics.json.
 
     Resumes from the newest complete checkpoint of the same run fingerprint under `ckpt_dir`, if any.
     """
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     rank0 = int(os.environ.get("RANK", 0)) == 0
-    fingerprint = run_fingerprint(model_spec, targets_path, settings, seed, label_first, data_seed, world_size)
+    fingerprint = run_fingerprint(model_spec, targets_path, settings, seed, label_first, data_seed, world_size,
+                                  filler)
     run_dir = checkpoint_dir(ckpt_dir, fingerprint, clean=rank0)
     last = last_complete_checkpoint(run_dir, remove_broken=rank0) if run_dir.is_dir() else None
     resumed = _step(last) if last else 0
     log.info("run %s: %s", fingerprint, f"resuming from {last} (step {resumed})" if last else "starting at step 0")
-    run = build_trainer(model_spec, targets_path, run_dir, settings, seed, label_first, data_seed, threads)
+    run = build_trainer(model_spec, targets_path, run_dir, settings, seed, label_first, data_seed, threads, filler)
     trainer = run.trainer
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
@@ -293,7 +311,7 @@ def finetune(model_spec: dict, targets_path: str, out_dir: str, ckpt_dir: str, s
         "validation_history": [{"step": h["step"], "accuracy": h["eval_accuracy"]}
                                for h in trainer.state.log_history if "eval_accuracy" in h],
         "bf16": run.bf16, "threads": threads, "mean_length": float(lengths.mean()), "seed": seed,
-        "settings": run.settings,
+        "settings": run.settings, "filler_token": run.filler,
     }
     if trainer.is_world_process_zero():
         _save_final(trainer, run.tokenizer, metrics, Path(out_dir))
@@ -313,14 +331,14 @@ def _save_final(trainer, tok, metrics: dict, out: Path) -> None:
 
 def finetune_files(student: dict, converted: str | None, targets: str, out_dir: str, ckpt_dir: str,
                    settings: dict, seed: int, label_first: bool, data_seed: int, threads: int,
-                   processes: int = 1) -> dict:
+                   processes: int = 1, filler: str | None = None) -> dict:
     """`finetune` as the `finetune` rule runs it: in-process, or with `processes` > 1 (the rule's GPUs) as
     distributed data-parallel training, one torchrun process per GPU (gloo on CPU)."""
     from .models import student_spec
 
     kwargs = {"model_spec": student_spec(student, converted), "targets_path": targets, "out_dir": out_dir,
               "ckpt_dir": ckpt_dir, "settings": settings, "seed": seed, "label_first": label_first,
-              "data_seed": data_seed, "threads": threads}
+              "data_seed": data_seed, "threads": threads, "filler": filler}
     if processes <= 1:
         return finetune(**kwargs)
     return launch_distributed(kwargs, processes)

@@ -1,0 +1,188 @@
+"""The Mysteries paper's perturbations: exact targets on a fixed example, per-example seeding, sweeps, filler
+tokens per tokenizer, attribution on a tiny model, word vectors from the GloVe package layout."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cotdistill import ablations, config as cfg
+from cotdistill.ablations import Resources, fill, student_filler
+from cotdistill.annotations import overlap, read_human_words
+from cotdistill.targets import build_targets
+from cotdistill.wordvectors import LOADERS, build, load
+
+from .conftest import FIXTURES, ROOT, gpt2_tokenizer
+
+ROW = {"id": "q1", "task": "mcqa", "question": "Where do you keep milk?", "answer_label": "B",
+       "answer_text": "the fridge", "choices": [{"label": "A", "text": "oven"}, {"label": "B", "text": "the fridge"}]}
+RATIONALE = "Milk must stay cold, so it goes in the fridge."
+RAT = pd.DataFrame({"id": ["q1"], "rationale": [RATIONALE]})
+LABEL = "[FIN_LABEL] B [FIN_LABEL]"
+
+
+def _target(spec: dict, res: Resources | None = None, rat: pd.DataFrame | None = RAT, row: dict = ROW) -> str:
+    return build_targets(pd.DataFrame([row]), rat, "x", spec, "letter", 0, res).iloc[0]["target"]
+
+
+def test_mask_by_word_and_by_token():
+    assert _target({"kind": "mask", "p": 1.0}) == f"{LABEL} " + " ".join(["[MASK]"] * 10)
+    assert _target({"kind": "mask", "p": 1.0, "unit": "token", "position": "before"}) == (
+        "[MASK] [MASK] [MASK] [MASK][MASK] [MASK] [MASK] [MASK] [MASK] [MASK] [MASK][MASK] " + LABEL)
+    assert _target({"kind": "mask", "p": 1.0, "token": "_"}) == f"{LABEL} " + " ".join(["_"] * 10)
+    assert _target({"kind": "mask", "p": 0.0, "unit": "token"}) == f"{LABEL} {RATIONALE}"
+    half = _target({"kind": "mask", "p": 0.5, "unit": "token"}).removeprefix(LABEL + " ")
+    kept = [w for w in half.replace("[MASK]", " ").split() if w]
+    assert 0 < half.count("[MASK]") < 12 and all(w.strip(",.") in RATIONALE for w in kept)
+
+
+def test_filler_placeholder_and_each_students_token():
+    target = _target({"kind": "filler", "k": 3}, rat=None)
+    assert target == f"<unk><unk><unk> {LABEL}"
+    assert _target({"kind": "filler", "k": 0}, rat=None) == LABEL
+    gpt2 = gpt2_tokenizer()  # its unk is its EOS: the fallback, one token per filler
+    assert student_filler(gpt2, ".") == (".", False)
+    filled = fill(target, gpt2, ".")
+    assert filled == f". . . {LABEL}"
+    assert gpt2(" " + filled.split(" [FIN")[0])["input_ids"] == [gpt2.convert_tokens_to_ids("Ġ.")] * 3
+    own = gpt2_tokenizer()
+    own.add_special_tokens({"unk_token": "<unk>"})  # a distinct unk (as Gemma's): used back to back
+    assert student_filler(own, ".") == ("<unk>", True)
+    ids = own(" " + fill(target, own, "."))["input_ids"]
+    assert ids[:4].count(own.unk_token_id) == 3
+
+
+def test_filler_targets_in_training_keep_label_spans():
+    from cotdistill.training import with_filler
+
+    df = build_targets(pd.DataFrame([ROW]), None, "f", {"kind": "filler", "k": 4}, "text", 0)
+    out, token = with_filler(df, gpt2_tokenizer(), "~")
+    r = out.iloc[0]
+    assert token == "~" and r["target"] == "~ ~ ~ ~ [FIN_LABEL] the fridge [FIN_LABEL]"
+    assert r["target"][r["label_start"]:r["label_end"]] == "the fridge"
+
+
+def test_random_words_from_the_rationale_vocabulary_seeded_per_example():
+    rows = pd.DataFrame([ROW, {**ROW, "id": "q2"}])
+    rat = pd.DataFrame({"id": ["q1", "q2"], "rationale": [RATIONALE, "Ovens are hot places for baking bread"]})
+    out = build_targets(rows, rat, "r", {"kind": "random_words"}, "letter", 0)
+    vocab = {w for r in rat["rationale"] for w in r.split()}
+    for target, r in zip(out["target"], rat["rationale"], strict=True):
+        words = target.removeprefix(LABEL + " ").split()
+        assert len(words) == len(r.split()) and set(words) <= vocab
+    reordered = build_targets(rows[::-1], rat[::-1], "renamed", {"kind": "random_words"}, "letter", 0)
+    assert dict(zip(out["id"], out["target"])) == dict(zip(reordered["id"], reordered["target"]))
+
+
+def test_human_words_from_cose_and_plain_files(tmp_path):
+    cose = read_human_words(str(ROOT / "data/cos-e"))
+    assert len(cose) == 9741 + 1221
+    assert cose["8ae24d3ff199077a59e0d970feb665b7"] == ["chauffeur"]
+    plain = tmp_path / "words.jsonl"
+    plain.write_text(json.dumps({"id": "q1", "words": ["milk", "cold", "fridge"]}) + "\n")
+    spec = {"kind": "human_words", "path": str(plain), "max_words": 2}
+    res = Resources(human_words=read_human_words(str(plain)))
+    assert _target(spec, res, rat=None) == f"{LABEL} milk cold"
+    with pytest.raises(ValueError, match="no human words for row id 'q2'"):
+        _target(spec, res, rat=None, row={**ROW, "id": "q2"})
+    (tmp_path / "bad.jsonl").write_text('{"id": "q1", "words": ["a"]}\n{"id": "q3"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl: line 2: expected 'words'"):
+        read_human_words(str(tmp_path / "bad.jsonl"))
+
+
+def test_overlap_counts_shared_word_types():
+    o = overlap({"a": ["Milk", "cold", "box"], "b": ["x"]}, {"a": ["milk", "cold"], "c": ["y"]})
+    assert o == {"examples": 1, "precision": 2 / 3, "recall": 1.0, "shared_words": 2}
+
+
+def _vectors():
+    from gensim.models import KeyedVectors
+
+    kv = KeyedVectors(vector_size=2)
+    kv.add_vectors(["fridge", "freezer", "cold", "oven", "car"],
+                   np.array([[1, 0], [0.9, 0.1], [0.7, 0.3], [0, 1], [-1, 0]], dtype=np.float32))
+    return kv
+
+
+def test_word_neighbours_of_the_longest_answer_word():
+    res = Resources(vectors=_vectors())
+    assert _target({"kind": "word_neighbours", "vectors": "v", "k": 2}, res, rat=None) == f"{LABEL} freezer cold"
+    assert ablations.neighbours(res.vectors, "Oven.", 1) == ["cold"]
+    assert ablations.neighbours(res.vectors, "xyzzy", 3) == []
+
+
+def test_glove_package_layout_loads_into_keyed_vectors(tmp_path):
+    folder = FIXTURES / "kumo"
+    kv = LOADERS.get("kumo")({"source": "kumo", "path": str(folder)})
+    matrix = np.load(next(folder.glob("*.npy")))
+    words = pd.read_parquet(next(folder.glob("*.parquet")))["index"].tolist()
+    assert len(kv.index_to_key) == len(words) == matrix.shape[0] and kv.vector_size == 50
+    assert np.array_equal(kv[words[7]], matrix[7])
+    assert kv.most_similar("the", topn=1)[0][0] != "the"
+    build({"source": "kumo", "path": str(folder)}, str(tmp_path / "saved"))
+    assert load(str(tmp_path / "saved")).index_to_key == words
+    (tmp_path / "broken").mkdir()
+    np.save(tmp_path / "broken/m.npy", matrix[:3])
+    pd.DataFrame({"index": words[:2]}).to_parquet(tmp_path / "broken/x_index.parquet")
+    with pytest.raises(ValueError, match="2 words but .* has 3 rows: files do not align"):
+        LOADERS.get("kumo")({"source": "kumo", "path": str(tmp_path / "broken")})
+
+
+def test_ig_topk_keeps_the_top_tokens_in_order():
+    scored = [(" Milk", 0.9), (" must", -0.5), (" stay", 0.1), (" cold", 2.0), (",", 0.0), (" fridge", 1.0)]
+    res = Resources(attribution={"q1": scored})
+    spec = {"kind": "ig_topk", "student": "s", "k": 3}
+    assert _target(spec, res) == f"{LABEL} Milk cold fridge"
+    shuffled = _target({**spec, "kind": "ig_topk_shuffled"}, res).removeprefix(LABEL + " ").split()
+    assert sorted(shuffled) == ["Milk", "cold", "fridge"]
+    with pytest.raises(ValueError, match="no attribution scores for row id 'q2'"):
+        _target(spec, res, row={**ROW, "id": "q2"}, rat=RAT.assign(id="q2"))
+
+
+def test_sweep_expands_into_named_ablations_and_experiments():
+    config = {"ablations": {"none": {"kind": "none"},
+                            "mask_{position}_{p}": {"kind": "mask", "position": ["before", "after"], "p": [0.1, 0.9]}},
+              "experiments": {"e": {"ablations": ["none", "mask_{position}_{p}"], "compare_to": ["none"]}}}
+    cfg.expand(config)
+    names = ["mask_before_0.1", "mask_before_0.9", "mask_after_0.1", "mask_after_0.9"]
+    assert config["experiments"]["e"]["ablations"] == ["none", *names]
+    assert config["ablations"]["mask_after_0.9"] == {"kind": "mask", "position": "after", "p": 0.9}
+    assert cfg.expand(config) == config  # idempotent
+    with pytest.raises(cfg.ConfigError, match=r"'ablations.filler_\{k\}': the name sweeps \{k\}, so 'k' must be a "
+                                              r"non-empty list"):
+        cfg.expand({"ablations": {"filler_{k}": {"kind": "filler", "k": 3}}, "experiments": {}})
+
+
+COT_BEFORE_ROWS = [{"id": f"q{i}", "source": f"Question: where is item {i}?\nAnswer:",
+                    "target": f"Because item {i} is kept cold in the fridge. [FIN_LABEL] B [FIN_LABEL]", "label": "B"}
+                   for i in range(3)]
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "input_x_gradient"])
+def test_attribution_on_a_tiny_model(tiny_gpt2, method):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cotdistill.attribution import attribute
+
+    tok = AutoTokenizer.from_pretrained(tiny_gpt2)
+    model = AutoModelForCausalLM.from_pretrained(tiny_gpt2)
+    first = attribute(model, tok, COT_BEFORE_ROWS, method, n_steps=8, batch_size=2, internal_batch_size=4)
+    again = attribute(model, tok, COT_BEFORE_ROWS[::-1], method, n_steps=8, batch_size=3)
+    n_tokens = len(tok(" Because item 0 is kept cold in the fridge.")["input_ids"])
+    q0 = first[first.id == "q0"]
+    assert list(q0["position"]) == list(range(n_tokens)) and "".join(q0["token"]).strip() == (
+        "Because item 0 is kept cold in the fridge.")
+    assert np.isfinite(first["score"]).all() and first["score"].abs().sum() > 0
+    merged = first.merge(again, on=["id", "position"])
+    assert len(merged) == len(first) and np.allclose(merged["score_x"], merged["score_y"], atol=1e-5)
+
+
+def test_attribution_refuses_targets_that_are_not_cot_before(tiny_gpt2):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cotdistill.attribution import attribute
+
+    rows = [{**COT_BEFORE_ROWS[0], "target": "[FIN_LABEL] B [FIN_LABEL] Because it is cold."}]
+    with pytest.raises(ValueError, match="row id 'q0'.*needs the targets of a cot_before ablation"):
+        attribute(AutoModelForCausalLM.from_pretrained(tiny_gpt2), AutoTokenizer.from_pretrained(tiny_gpt2), rows)
