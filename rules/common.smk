@@ -9,6 +9,9 @@ wildcard_constraints:
     ablation=cfg.NAME_PATTERN,
     experiment=cfg.NAME_PATTERN,
     seed=r"\d+",
+    method=r"integrated_gradients|input_x_gradient",
+    steps=r"\d+",
+    vectors=cfg.NAME_PATTERN,
 
 
 def rationale_targets():
@@ -43,6 +46,24 @@ def targets_params(wildcards):
     return cfg.targets_params(config, wildcards.ablation)
 
 
+def targets_inputs(wildcards):
+    return cfg.targets_inputs(
+        config,
+        wildcards.dataset,
+        wildcards.teacher,
+        wildcards.ablation,
+        wildcards.split,
+    )
+
+
+def filler_fallback(wildcards):
+    return cfg.filler_fallback(config, wildcards.ablation)
+
+
+def word_vectors_params(wildcards):
+    return cfg.word_vectors_params(config, wildcards.vectors)
+
+
 def label_first(wildcards):
     return cfg.label_first(config, wildcards.ablation)
 
@@ -69,6 +90,10 @@ def report_predictions(wildcards):
 
 def report_data(wildcards):
     return cfg.report_inputs(config, wildcards.experiment)["data"]
+
+
+def report_targets_files(wildcards):
+    return cfg.report_inputs(config, wildcards.experiment)["targets"]
 
 
 def report_params(wildcards):

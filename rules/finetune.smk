@@ -17,6 +17,7 @@ rule finetune:
         student=student_params,
         settings=training_params,
         label_first=label_first,
+        filler=filler_fallback,
         data_seed=config["seed"],
     script:
         "../workflow_scripts/finetune.py"

@@ -3,8 +3,13 @@ rule report:
         evals=report_evals,
         predictions=report_predictions,
         data=report_data,
+        targets=report_targets_files,
     output:
-        multiext("results/reports/{experiment}", *cfg.REPORT_EXTENSIONS),
+        report(
+            multiext("results/reports/{experiment}", *cfg.REPORT_EXTENSIONS),
+            category="{experiment}",
+            caption="../report/experiment.rst",
+        ),
     log:
         "results/logs/reports/{experiment}.log",
     conda:

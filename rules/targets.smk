@@ -1,7 +1,6 @@
 rule targets:
     input:
-        data="results/data/{dataset}/{split}.parquet",
-        rationales="results/rationales/{teacher}/{dataset}/{split}.parquet",
+        unpack(targets_inputs),
     output:
         "results/targets/{dataset}/{teacher}/{ablation}/{split}.parquet",
     log:

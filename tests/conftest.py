@@ -42,7 +42,7 @@ def tiny_gpt2(tmp_path_factory) -> Path:
 
 def copy_workflow(folder: Path) -> Path:
     """A copy of the workflow (not results/) in `folder`, as a user's checkout would be."""
-    for name in ["Snakefile", "rules", "workflow_scripts", "schemas", "prompts", "envs", "profiles"]:
+    for name in ["Snakefile", "rules", "workflow_scripts", "schemas", "prompts", "envs", "profiles", "report"]:
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, folder / name)
     (folder / "data").symlink_to(ROOT / "data")

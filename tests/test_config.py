@@ -47,7 +47,7 @@ def test_default_config_is_valid_and_plans_rationales():
          "config key 'datasets.csqa.subsample.train'"),
         (lambda c: c.update(run=["table9"]), "config key 'run[0]' names unknown experiment 'table9'"),
         (lambda c: c["ablations"].update(m={"kind": "mask", "p": 0.3, "positon": "before"}),
-         "config key 'ablations.m.positon' is not a parameter of this kind; valid parameters: p, position "
+         "config key 'ablations.m.positon' is not a parameter of this kind; valid parameters: p, position, token, unit "
          "(kind 'mask')"),
         (lambda c: c["ablations"].update(m={"kind": "mask", "p": "half"}),
          "config key 'ablations.m.p' is 'half'; expected float"),
@@ -81,6 +81,26 @@ def test_default_config_is_valid_and_plans_rationales():
         (lambda c: c["teachers"]["palm540b"].update(paths={"svamp": "data/dss/svamp"}),
          "config key 'teachers.palm540b.paths' has no entry for dataset 'csqa', which experiment 'table1' uses; "
          "released outputs exist for: svamp"),
+        (lambda c: c["ablations"].update(ig={"kind": "ig_topk", "student": "gpt2"}),
+         "config key 'ablations.ig.student' names unknown student 'gpt2'; valid choices: smollm2-135m"),
+        (lambda c: c["ablations"].update(ig={"kind": "ig_topk", "student": "smollm2-135m", "source": "cot_after"}),
+         "config key 'ablations.ig.source' names 'cot_after', of kind 'cot_after'; attribution needs a cot_before "
+         "ablation"),
+        (lambda c: c["ablations"].update(ig={"kind": "ig_topk", "student": "smollm2-135m", "method": "saliency"}),
+         "config key 'ablations.ig.method' is 'saliency'; valid choices: integrated_gradients, input_x_gradient"),
+        (lambda c: c["ablations"].update(w={"kind": "word_neighbours", "vectors": "glove"}),
+         "config key 'ablations.w.vectors' names unknown word_vectors entry 'glove'; valid choices: "),
+        (lambda c: c.update(word_vectors={"g": {"source": "kumo"}}),
+         "config key 'word_vectors.g.package' is required for source 'kumo'"),
+        (lambda c: c["ablations"].update(h={"kind": "human_words", "path": "data/no-such-file.jsonl"}),
+         "config key 'ablations.h.path': data/no-such-file.jsonl does not exist"),
+        (lambda c: c["ablations"].update({"f_{k}": {"kind": "filler", "k": 3}}),
+         "config key 'ablations.f_{k}': the name sweeps {k}, so 'k' must be a non-empty list of values (got 3)"),
+        (lambda c: c["ablations"].update({"f_{k}": {"kind": "filler", "k": [1, "x"]}}),
+         "config key 'ablations.f_x.k' is 'x'; expected int"),
+        (lambda c: c["experiments"]["table1"].update(report="table9"),
+         "config key 'experiments.table1.report' names unknown report kind 'table9'; valid choices: figure3, "
+         "figure4, table1, table2, table3"),
     ],
 )
 def test_bad_config_gives_one_line_error(mutate, message):
@@ -167,7 +187,8 @@ def test_ablation_defaults_are_part_of_the_identity():
     c = copy.deepcopy(BASE)
     c["ablations"]["m1"] = {"kind": "mask", "p": 0.5}
     c["ablations"]["m2"] = {"kind": "mask", "position": "after", "p": 0.5}
-    assert cfg.ablation_spec(c, "m1") == cfg.ablation_spec(c, "m2") == {"kind": "mask", "p": 0.5, "position": "after"}
+    assert cfg.ablation_spec(c, "m1") == cfg.ablation_spec(c, "m2") == {"kind": "mask", "p": 0.5, "position": "after",
+                                                                         "token": "[MASK]", "unit": "word"}
 
 
 def test_evaluation_cap_matters_only_when_the_label_comes_last():

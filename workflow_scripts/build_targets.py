@@ -11,4 +11,7 @@ targets.build_target_file(
     label_format=snakemake.params.targets["label_format"],
     seed=snakemake.params.targets["seed"],
     out=snakemake.output[0],
+    attribution=snakemake.input.get("attribution"),
+    human_words=snakemake.input.get("human_words"),
+    vectors=snakemake.input.get("vectors"),
 )

@@ -16,4 +16,5 @@ training.finetune_files(
     data_seed=snakemake.params.data_seed,
     threads=snakemake.threads,
     processes=int(getattr(snakemake.resources, "gpu", 0) or 0),
+    filler=snakemake.params.filler,
 )

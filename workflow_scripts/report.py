@@ -10,4 +10,5 @@ reports.report(
     config=snakemake.params.config,
     experiment=snakemake.wildcards.experiment,
     out_prefix=snakemake.params.prefix,
+    targets=list(snakemake.input.targets),
 )

@@ -22,13 +22,16 @@ import jsonschema
 import yaml
 
 from . import defaults
-from .ablations import ABLATIONS, AblationParamError
+from .ablations import ABLATIONS, AblationParamError, expand_sweeps
 from .datasets import LOADERS
+from .reportkinds import REPORTS
 from .targets import TARGET_COLUMNS
 from .teachers import BACKENDS, DEFAULT_DECODING, PARSERS
+from .wordvectors import LOADERS as VECTOR_LOADERS
 
 NAME_PATTERN = r"[A-Za-z0-9_.-]+"  # also the wildcard constraint of every name (rules/common.smk)
-NAMED_SECTIONS = ("datasets", "teachers", "students", "ablations", "experiments")
+NAMED_SECTIONS = ("datasets", "teachers", "students", "ablations", "experiments", "word_vectors")
+VECTOR_SOURCE_KEYS = {"gensim": ("name",), "word2vec": ("path",), "glove": ("path",), "kumo": ("package", "path")}
 MODEL_SOURCE_KEYS = {"hub": ("id",), "local": ("path",), "gguf": ("file",)}
 
 
@@ -107,8 +110,42 @@ def _check_model(spec: dict, key: str) -> None:
                           f"path (the .gguf file)")
 
 
+def expand(config: dict) -> dict:
+    """Expand ablation sweeps in place (`ablations.expand_sweeps`); an experiment listing a sweep's name gets all
+    of its points. Idempotent, so the Snakefile and `check` may both call it."""
+    try:
+        sweeps = expand_sweeps(config.get("ablations") or {})
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    for exp in (config.get("experiments") or {}).values():
+        for key in ("ablations", "compare_to"):
+            if key in exp:
+                exp[key] = [n for a in exp[key] for n in sweeps.get(a, [a])]
+    return config
+
+
+def _check_ablation_links(config: dict, name: str, spec: dict) -> None:
+    """Names and files an ablation's parameters point at must exist."""
+    resolved = ABLATIONS.get(spec["kind"]).resolve({k: v for k, v in spec.items() if k != "kind"})
+    if "student" in resolved:
+        _choice(resolved["student"], list(config.get("students") or {}), f"ablations.{name}.student", "student")
+    if "source" in resolved:
+        _choice(resolved["source"], list(config.get("ablations") or {}), f"ablations.{name}.source", "ablation")
+        if config["ablations"][resolved["source"]]["kind"] != "cot_before":
+            raise ConfigError(f"config key 'ablations.{name}.source' names {resolved['source']!r}, of kind "
+                              f"{config['ablations'][resolved['source']]['kind']!r}; attribution needs a cot_before "
+                              f"ablation (the rationale before the label)")
+    if "vectors" in resolved:
+        _choice(resolved["vectors"], list(config.get("word_vectors") or {}), f"ablations.{name}.vectors",
+                "word_vectors entry")
+    if spec["kind"] == "human_words" and not Path(resolved["path"]).exists():
+        raise ConfigError(f"config key 'ablations.{name}.path': {resolved['path']} does not exist (a JSON-lines "
+                          f"file or folder of human-picked words)")
+
+
 def check(config: dict, schema_path: str | Path) -> None:
     """Raise ConfigError for the first problem found; return silently for a runnable config."""
+    expand(config)
     check_schema(config, schema_path)
     _check_names(config)
     for name, spec in config["datasets"].items():
@@ -129,6 +166,12 @@ def check(config: dict, schema_path: str | Path) -> None:
             ABLATIONS.get(spec["kind"]).resolve({k: v for k, v in spec.items() if k != "kind"})
         except AblationParamError as err:
             raise ConfigError(f"config key 'ablations.{name}.{err.key}' {err} (kind {spec['kind']!r})") from None
+        _check_ablation_links(config, name, spec)
+    for name, spec in (config.get("word_vectors") or {}).items():
+        _choice(spec["source"], VECTOR_LOADERS.names(), f"word_vectors.{name}.source", "word-vector source")
+        if not any(k in spec for k in VECTOR_SOURCE_KEYS[spec["source"]]):
+            raise ConfigError(f"config key 'word_vectors.{name}.{VECTOR_SOURCE_KEYS[spec['source']][0]}' is required "
+                              f"for source {spec['source']!r}")
     for name, exp in config["experiments"].items():
         for i, ds in enumerate(exp["datasets"]):
             _choice(ds, list(config["datasets"]), f"experiments.{name}.datasets[{i}]", "dataset")
@@ -138,6 +181,7 @@ def check(config: dict, schema_path: str | Path) -> None:
             for i, item in enumerate(exp.get(key, [])):
                 _choice(item, choices, f"experiments.{name}.{key}[{i}]", section if key != "compare_to"
                         else "ablation of this experiment")
+        _choice(exp.get("report", "table1"), REPORTS.names(), f"experiments.{name}.report", "report kind")
         teacher = config["teachers"][exp["teacher"]]
         if teacher["backend"] == "precomputed":
             for ds in exp["datasets"]:
@@ -256,6 +300,45 @@ def targets_params(config: dict, ablation: str) -> dict:
             "seed": config.get("seed", 0), "columns": TARGET_COLUMNS}
 
 
+ATTRIBUTION = "results/attribution/{dataset}/{teacher}/{student}/{ablation}/seed{seed}/{method}-{steps}"
+
+
+def attribution_prefix(config: dict, dataset: str, teacher: str, ablation: str) -> str:
+    """The attribution files (``.parquet``, ``.stats.json``) an ig_topk ablation reads: the CoT-before model it
+    names, its method, and its steps (1 for methods without steps), so two ablations that differ there do not
+    share a file."""
+    spec = ablation_spec(config, ablation)
+    steps = spec["n_steps"] if spec["method"] == "integrated_gradients" else 1
+    return ATTRIBUTION.format(dataset=dataset, teacher=teacher, student=spec["student"], ablation=spec["source"],
+                              seed=spec["seed"], method=spec["method"], steps=steps)
+
+
+def targets_inputs(config: dict, dataset: str, teacher: str, ablation: str, split: str) -> dict[str, str]:
+    """A targets job's inputs: the data and rationales, and whatever its ablation kind reads besides (attribution
+    scores, a human-word file, saved word vectors)."""
+    spec = ablation_spec(config, ablation)
+    needs = ABLATIONS.get(spec["kind"]).needs
+    out = {"data": f"results/data/{dataset}/{split}.parquet",
+           "rationales": f"results/rationales/{teacher}/{dataset}/{split}.parquet"}
+    if "attribution" in needs:
+        out["attribution"] = attribution_prefix(config, dataset, teacher, ablation) + ".parquet"
+    if "human_words" in needs:
+        out["human_words"] = spec["path"]
+    if "vectors" in needs:
+        out["vectors"] = f"results/vectors/{spec['vectors']}"
+    return out
+
+
+def filler_fallback(config: dict, ablation: str) -> str | None:
+    """A filler ablation's fallback token, which a fine-tune needs to place its student's filler; None otherwise."""
+    spec = ablation_spec(config, ablation)
+    return spec["fallback"] if spec["kind"] == "filler" else None
+
+
+def word_vectors_params(config: dict, name: str) -> dict:
+    return canonical({k: v for k, v in _named(config, "word_vectors", name).items() if k != "paper_name"})
+
+
 def label_first(config: dict, ablation: str) -> bool:
     from .ablations import label_first as first
 
@@ -294,6 +377,11 @@ def evaluation_bookkeeping(config: dict) -> dict:
     return {k: settings[k] for k in defaults.EVALUATION_BOOKKEEPING}
 
 
+def attribution_bookkeeping(config: dict) -> dict:
+    """How an attribution job batches (config key `attribution`); it changes no score beyond float noise."""
+    return {**defaults.ATTRIBUTION, **(config.get("attribution") or {})}
+
+
 def evaluation_params(config: dict, ablation: str) -> dict:
     """What decides an evaluation besides its model and data: label-first models stop at the label, so the
     generation cap matters only for the others."""
@@ -322,23 +410,33 @@ def report_targets(config: dict) -> list[str]:
             if eval_targets(config, exp) for ext in REPORT_EXTENSIONS]
 
 
+OVERLAP_KINDS = ("human_words", "ig_topk")  # training targets a report with `overlap` compares
+
+
 def report_inputs(config: dict, experiment: str) -> dict[str, list[str]]:
+    """Eval JSONs, predictions and test data; for a report kind with `overlap` (Table 3) also the training targets
+    of its human_words and ig_topk ablations."""
     e = config["experiments"][experiment]
+    kind = REPORTS.get(e.get("report", "table1"))
+    targets = [f"results/targets/{ds}/{e['teacher']}/{a}/train.parquet" for ds in e["datasets"]
+               for a in e.get("ablations", []) if kind.overlap and ablation_spec(config, a)["kind"] in OVERLAP_KINDS]
     return {"evals": eval_targets(config, experiment),
             "predictions": eval_targets(config, experiment, ".predictions.parquet"),
-            "data": [f"results/data/{ds}/test.parquet" for ds in e["datasets"]]}
+            "data": [f"results/data/{ds}/test.parquet" for ds in e["datasets"]], "targets": targets}
 
 
 def report_params(config: dict, experiment: str) -> dict:
-    """What a report reads from the config: table names, ablation kinds and the comparisons to make."""
+    """What a report reads from the config: its kind, table names, ablation specs and the comparisons to make."""
     e = config["experiments"][experiment]
-    kinds = {a: _named(config, "ablations", a)["kind"] for a in e.get("ablations", [])}
+    specs = {a: ablation_spec(config, a) for a in e.get("ablations", [])}
+    kinds = {a: spec["kind"] for a, spec in specs.items()}
     compare = e["compare_to"] if "compare_to" in e else [next(a for a in e.get("ablations", []) if kinds[a] == kind)
                                                          for kind in ("none", "cot_after") if kind in kinds.values()]
     return canonical({
         "datasets": {d: dataset_spec(config, d).get("paper_name") for d in e["datasets"]},
         "students": {s: student_spec(config, s).get("paper_name") for s in e.get("students", [])},
-        "ablations": kinds, "compare_to": compare, "seed": config.get("seed", 0)})
+        "ablations": specs, "compare_to": compare, "seed": config.get("seed", 0),
+        "report": e.get("report", "table1")})
 
 
 def experiments_to_run(config: dict) -> list[str]:

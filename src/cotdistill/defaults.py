@@ -21,6 +21,10 @@ TRAINING_BOOKKEEPING = ("eval_batch_size", "logging_steps", "save_total_limit")
 EVALUATION: dict[str, Any] = {"batch_size": 16, "max_new_tokens": 256}
 EVALUATION_BOOKKEEPING = ("batch_size",)
 
+# Attribution (config key `attribution`): examples per batch and captum's internal_batch_size (interpolation steps
+# per forward pass; null = all at once). All bookkeeping: the method and its steps are in the ablation.
+ATTRIBUTION: dict[str, Any] = {"batch_size": 4, "internal_batch_size": None}
+
 # Teachers (config key `teachers.<name>`). min_kept: the smallest share of examples whose rationale must survive
 # the policy; below it (or at 0 rows) the rationales job fails instead of handing a near-empty file downstream.
 TEACHER: dict[str, Any] = {"chat": False, "policy": "drop", "retries": 0, "batch_size": 8, "min_kept": 0.2}
