@@ -107,7 +107,8 @@ def test_whole_dag_report_and_nothing_left_to_do(finished):
     rows = [line for line in md.splitlines() if line.startswith("| tiny")]
     assert len(rows) == 8 and all("|  |" not in r and "| |" not in r for r in rows)
     assert "## Paired tests on the same test items" in md and "Eval files used" in md
-    assert "## Claim (Mysteries paper)" in md and md.count("on csqa: **") == 2  # a verdict per student
+    assert "## The paper's claims, checked here" in md
+    assert md.count("on csqa: CoT after > CoT before > no CoT: **") == 2  # a verdict per student
     tests = pd.read_csv(workdir / "results/reports/table1.tests.csv")
     assert len(tests) == 2 * 5  # per student: 3 ablations vs none, mask_after and cot_before vs cot_after
     assert len(pd.read_parquet(workdir / "results/reports/table1.items.parquet")) == 16

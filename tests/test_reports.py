@@ -12,7 +12,7 @@ from cotdistill.reports import report, verdict
 from .conftest import ROOT
 
 N = 300
-KINDS = {"none": "none", "cot_before": "cot_before", "cot_after": "cot_after"}
+KINDS = {"none": {"kind": "none"}, "cot_before": {"kind": "cot_before"}, "cot_after": {"kind": "cot_after"}}
 # per student and placement: the items answered right are order[start:start + count] of one fixed permutation, so
 # "holds" and "reversed" have nested sets (consistent gains), and "flat" swaps items both ways (+26/-20 and so on)
 DESIGNS = {"holds": {"none": (0, 120), "cot_before": (0, 150), "cot_after": (0, 195)},
@@ -64,9 +64,10 @@ def built(tmp_path_factory):
 def test_claim_verdicts(built):
     _, prefix, _ = built
     md = open(f"{prefix}.md").read()
-    assert "- holds on csqa: **holds**" in md
-    assert "- reversed on csqa: **reversed**" in md
-    assert "- flat on csqa: **not significant**" in md
+    claim = "CoT after > CoT before > no CoT"
+    assert f"- holds on csqa: {claim}: **holds** (paper: holds)" in md
+    assert f"- reversed on csqa: {claim}: **reversed** (paper: holds; differs)" in md
+    assert f"- flat on csqa: {claim}: **not significant** (paper: holds; differs)" in md
 
 
 def test_summary_interval_and_collapse_from_one_seed(built):
@@ -144,3 +145,47 @@ def test_mixed_flips_when_seeds_disagree(built):
 ])
 def test_claim_verdict_thresholds(steps, expected):
     assert verdict(steps) == expected
+
+
+KIND_GRIDS = {
+    "table1": {"none": {"kind": "none"}, "cot_before": {"kind": "cot_before"}, "cot_after": {"kind": "cot_after"}},
+    "table2": {"none": {"kind": "none"}, "cot_before": {"kind": "cot_before"}, "cot_after": {"kind": "cot_after"},
+               "shuffle_before": {"kind": "shuffle", "position": "before"},
+               "shuffle_after": {"kind": "shuffle", "position": "after"}},
+    "table3": {"none": {"kind": "none"}, "cot_after": {"kind": "cot_after"},
+               "ig_topk": {"kind": "ig_topk", "student": "s", "k": 15},
+               "random_words": {"kind": "random_words"}, "word_neighbours": {"kind": "word_neighbours"}},
+    "figure3": {"none": {"kind": "none"}, "cot_before": {"kind": "cot_before"},
+                **{f"filler_{k}": {"kind": "filler", "k": k} for k in (1, 5, 11)}},
+    "figure4": {"none": {"kind": "none"},
+                **{f"mask_{pos}_{p}": {"kind": "mask", "position": pos, "p": p} for pos in ("before", "after")
+                   for p in (0.2, 0.6, 0.9)}},
+}
+
+
+@pytest.mark.parametrize("kind", list(KIND_GRIDS))
+def test_each_report_kind_renders_every_cell(tmp_path, kind):
+    data = load_split("csqa", {"loader": "csqa_dss", "path": str(ROOT / "data/dss/cqa"), "subsample": {"test": 100}},
+                      "test")
+    io.write_parquet(data, tmp_path / "results/data/csqa/test.parquet")
+    evals, preds = [], []
+    for i, ablation in enumerate(KIND_GRIDS[kind]):
+        for seed in (0, 1):
+            correct = np.random.default_rng([i, seed]).random(100) < 0.3 + 0.05 * i
+            e, p = _write_model(tmp_path, data, "s", ablation, seed, correct)
+            evals.append(e)
+            preds.append(p)
+    config = {"datasets": {"csqa": "CSQA"}, "students": {"s": "GPT-2"}, "ablations": KIND_GRIDS[kind],
+              "compare_to": [a for a in ("none", "cot_after") if a in KIND_GRIDS[kind]], "seed": 0, "report": kind}
+    prefix = tmp_path / f"results/reports/{kind}"
+    report(evals, preds, [str(tmp_path / "results/data/csqa/test.parquet")], config, kind, str(prefix))
+    md = open(f"{prefix}.md").read()
+    rows = [line for line in md.splitlines() if line.startswith("| s |")]
+    assert len(rows) == len(KIND_GRIDS[kind]) and all(" [" in r and "| |" not in r for r in rows)
+    assert md.count("- s on csqa: ") >= 1 and "**" in md.split("checked here")[1]
+    if kind in ("table1", "table2", "table3"):  # published numbers where the paper has them (GPT-2, CSQA)
+        assert all(r.split("|")[-2].strip() not in ("", "–") for r in rows if "/" not in r and "filler" not in r
+                   and "random" not in r)
+    if kind == "table3":
+        assert "## Human words against IG tokens" in md and "not computable" in md
+    assert (tmp_path / f"results/reports/{kind}.png").stat().st_size > 5000

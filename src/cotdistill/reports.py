@@ -5,8 +5,9 @@ Every accuracy cell is the mean over seeds +- their standard deviation, with a 9
 bootstrap over test items and seeds (`stats.bootstrap_interval`), beside the majority-class rate. Every ablation is
 compared with the experiment's reference ablations (``compare_to``, default the no-CoT and CoT-after ablations) on
 the same items: a paired bootstrap of the difference pooled over seeds (Holm-adjusted within each dataset, student
-and reference) and an exact McNemar test per seed. Published numbers come from data files under
-``resources/published``.
+and reference) and an exact McNemar test per seed. Published numbers come from ``resources/published/mysteries.csv``.
+What else a report shows (claims, figure, the overlap of human words with attribution tokens) depends on its kind
+(`reportkinds.REPORTS`, ``experiments.<name>.report``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import numpy as np
 import pandas as pd
 
 from . import io
+from .ablations import wrap_label
 from .evaluation import load_eval
+from .reportkinds import REPORTS, ReportKind, matches
 from .stats import bootstrap_interval, holm, mcnemar_exact, paired_bootstrap
 from .targets import format_source
 
@@ -34,15 +37,21 @@ MARKS = "*†‡§¶"
 def mark(i: int) -> str:
     """The mark of the i-th reference: a symbol, then numbers."""
     return MARKS[i] if i < len(MARKS) else f"^{i + 1}"
-CLAIM = ("cot_after", "cot_before", "none")  # the Mysteries paper's ordering, by ablation kind
 _PATH = re.compile(r"eval/(?P<dataset>[^/]+)/(?P<teacher>[^/]+)/(?P<student>[^/]+)/(?P<ablation>[^/]+)/"
                    r"seed(?P<seed>\d+)\.json$")
 
 
-def published(table: str = "mysteries_table1") -> pd.DataFrame:
+def published(paper: str = "mysteries") -> pd.DataFrame:
     """A paper's published numbers (a CSV under ``resources/published``)."""
-    text = importlib.resources.files("cotdistill").joinpath(f"resources/published/{table}.csv").read_text()
-    return pd.read_csv(StringIO(text), comment="#")
+    text = importlib.resources.files("cotdistill").joinpath(f"resources/published/{paper}.csv").read_text()
+    return pd.read_csv(StringIO(text), comment="#", dtype={"position": str})
+
+
+def published_accuracy(pub: pd.DataFrame, spec: dict, student: str | None, dataset: str | None) -> float | None:
+    """The published number of an ablation (by kind, and position where the paper varies it), if any."""
+    hit = pub[(pub.ablation_kind == spec["kind"]) & (pub.student == student) & (pub.dataset == dataset)]
+    hit = hit[hit.position.isna() | (hit.position == spec.get("position"))]
+    return float(hit["accuracy"].iloc[0]) if len(hit) else None
 
 
 def _seed_of(names: tuple, seed: int) -> int:
@@ -109,8 +118,6 @@ def summarise(evals: pd.DataFrame, items: pd.DataFrame, config: dict) -> pd.Data
         matrix, _ = correctness(items, ds, st, ab)
         lo, hi = bootstrap_interval(matrix, seed=_seed_of((ds, st, ab), config.get("seed", 0)))
         worst = g.loc[g["top_share"].idxmax()]  # the most collapsed seed: its label and share belong together
-        hit = pub[(pub.ablation_kind == config["ablations"].get(ab)) & (pub.student == config["students"].get(st))
-                  & (pub.dataset == config["datasets"].get(ds))]
         majority = float(g["majority_rate"].iloc[0])
         out.append({"dataset": ds, "student": st, "ablation": ab, "seeds": len(g),
                     "accuracy": 100 * g["accuracy"].mean(),
@@ -120,7 +127,8 @@ def summarise(evals: pd.DataFrame, items: pd.DataFrame, config: dict) -> pd.Data
                     "unparsed": int(g["unparsed"].sum()), "collapsed": bool(g["collapsed"].any()),
                     "top_prediction": worst["top_prediction"], "top_share": 100 * float(worst["top_share"]),
                     "top_seed": int(worst["seed"]),
-                    "published": float(hit["accuracy"].iloc[0]) if len(hit) else None})
+                    "published": published_accuracy(pub, config["ablations"][ab], config["students"].get(st),
+                                                    config["datasets"].get(ds))})
     return pd.DataFrame(out)
 
 
@@ -159,21 +167,23 @@ def paired_tests(summary: pd.DataFrame, items: pd.DataFrame, config: dict) -> pd
     return pd.DataFrame(rows, columns=columns)
 
 
-def claim(summary: pd.DataFrame, items: pd.DataFrame, config: dict, order: tuple[str, ...] = CLAIM) -> list[dict]:
-    """The Mysteries claim "after > before > none" per student and dataset: holds (every step significantly in
-    the claimed direction, p < 0.05 each: an intersection-union test), reversed (a step significantly the other
-    way, p < 0.05 / steps), or not significant."""
-    kinds = config["ablations"]
+def claims(summary: pd.DataFrame, items: pd.DataFrame, config: dict, kind: ReportKind) -> list[dict]:
+    """Each of the report kind's claims per student and dataset: its verdict from every step of its chain (every
+    pair of matching ablations), beside what the paper found; skipped where a link of the chain is missing."""
+    specs = config["ablations"]
     out = []
     for (ds, st), g in summary.groupby(["dataset", "student"], sort=False):
-        names = [next((a for a in g["ablation"] if kinds.get(a) == kind), None) for kind in order]
-        if None in names:
-            continue
-        steps = [compare(items, ds, st, x, y, config.get("seed", 0)) for x, y in zip(names, names[1:])]
-        detail = "; ".join(f"{s['ablation']} − {s['reference']} = {s['diff']:+.1f} pp [{s['diff_low']:+.1f}, "
-                           f"{s['diff_high']:+.1f}], p = {s['p_bootstrap']:.3g}" for s in steps)
-        out.append({"dataset": ds, "student": st, "verdict": verdict([(x["diff"], x["p_bootstrap"]) for x in steps]),
-                    "detail": detail})
+        for c in kind.claims:
+            links = [[a for a in g["ablation"] if matches(specs[a], sel)] for sel in c.chain]
+            if not all(links):
+                continue
+            steps = [compare(items, ds, st, x, y, config.get("seed", 0))
+                     for left, right in zip(links, links[1:]) for x in left for y in right]
+            detail = "; ".join(f"{s['ablation']} − {s['reference']} = {s['diff']:+.1f} pp [{s['diff_low']:+.1f}, "
+                               f"{s['diff_high']:+.1f}], p = {s['p_bootstrap']:.3g}" for s in steps)
+            v = verdict([(x["diff"], x["p_bootstrap"]) for x in steps])
+            out.append({"dataset": ds, "student": st, "claim": c.text, "verdict": v, "paper": c.paper,
+                        "agrees": v == c.paper, "detail": detail})
     return out
 
 
@@ -273,8 +283,9 @@ def _cell(r: pd.Series, marks: str) -> str:
     return text
 
 
-def write_table(summary: pd.DataFrame, tests: pd.DataFrame, claims: list[dict], config: dict, sources: list[str],
-                title: str, out_prefix: str) -> None:
+def write_table(summary: pd.DataFrame, tests: pd.DataFrame, claim_rows: list[dict], config: dict,
+                sources: list[str], title: str, out_prefix: str, kind: ReportKind | None = None,
+                extra: list[str] | None = None) -> None:
     """`<out_prefix>.md`, `.csv`, `.tex` and `.tests.csv`."""
     datasets = list(dict.fromkeys(summary["dataset"]))
     refs = [r for r in config.get("compare_to", []) if r in set(summary["ablation"])]
@@ -321,11 +332,17 @@ def write_table(summary: pd.DataFrame, tests: pd.DataFrame, claims: list[dict], 
                      f"{' *' if t.significant else ''} | {t.mcnemar} |")
     if tests.empty:
         lines.append("| – | – | – | – | no reference ablation to compare with | | | |")
-    lines += ["", "## Claim (Mysteries paper): CoT after > CoT before > no CoT", "",
-              "holds: both steps significantly in the claimed direction (p < 0.05 each); reversed: a step "
-              "significantly the other way (p < 0.025); otherwise not significant.", ""]
-    lines += [f"- {c['student']} on {c['dataset']}: **{c['verdict']}** ({c['detail']})" for c in claims] or [
-        "- not checkable: a placement (none, cot_before, cot_after) is missing"]
+    kind = kind or REPORTS.get("table1")
+    lines += ["", "## The paper's claims, checked here", "",
+              "holds: every step of the ordering significantly in the claimed direction (paired bootstrap, p < 0.05 "
+              "each); reversed: a step significantly the other way (p < 0.05 / steps); otherwise not significant. "
+              "'paper' is what the paper found.", ""]
+    lines += [f"- {c['student']} on {c['dataset']}: {c['claim']}: **{c['verdict']}** (paper: {c['paper']}"
+              f"{'' if c['agrees'] else '; differs'}) ({c['detail']})" for c in claim_rows] or [
+        f"- not checkable: no claim of this report ({'; '.join(c.text for c in kind.claims)}) has all its ablations"]
+    if kind.note:
+        lines += ["", f"Note: {kind.note}"]
+    lines += extra or []
     lines += ["", "Eval files used:", ""] + [f"- `{s}`" for s in sources]
     with io.atomic_path(f"{out_prefix}.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
@@ -339,13 +356,57 @@ def write_table(summary: pd.DataFrame, tests: pd.DataFrame, claims: list[dict], 
         tmp.write_text(tex.to_latex(caption=title, label=f"tab:{Path(out_prefix).name}"))
 
 
-def write_figure(summary: pd.DataFrame, title: str, out_prefix: str) -> None:
-    """Grouped bars (one group per dataset x student, one bar per ablation) with interval error bars."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig, out_prefix: str) -> None:
+    for ext in ("png", "pdf"):
+        with io.atomic_path(f"{out_prefix}.{ext}") as tmp:
+            fig.savefig(tmp, format=ext, dpi=150)
+    _pyplot().close(fig)
+
+
+def write_sweep_figure(summary: pd.DataFrame, config: dict, kind: ReportKind, title: str, out_prefix: str) -> None:
+    """Accuracy against the swept parameter (Figures 3 and 4): one panel per dataset x student, one line per
+    series of the sweep (e.g. mask before / after), interval bands, and the levels of the other ablations
+    (no CoT, CoT before, CoT after, ...) as horizontal lines."""
+    plt = _pyplot()
+    specs = config["ablations"]
+    groups = list(dict.fromkeys(zip(summary["dataset"], summary["student"])))
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 3.8), squeeze=False)
+    for ax, (ds, st) in zip(axes[0], groups, strict=True):
+        cell = summary[(summary.dataset == ds) & (summary.student == st)]
+        swept = cell[[specs[a]["kind"] == kind.sweep_kind for a in cell["ablation"]]]
+        series: dict[str, list] = {}
+        for r in swept.itertuples():
+            spec = specs[r.ablation]
+            label = spec.get("position", kind.sweep_kind)
+            series.setdefault(label, []).append((spec[kind.sweep], r.accuracy, r.ci_low, r.ci_high))
+        for label, pts in series.items():
+            x, y, lo, hi = map(np.array, zip(*sorted(pts), strict=True))
+            ax.plot(x, y, marker="o", label=f"{kind.sweep_kind} {label}")
+            ax.fill_between(x, lo, hi, alpha=0.2)
+        for j, r in enumerate(cell[[specs[a]["kind"] != kind.sweep_kind for a in cell["ablation"]]].itertuples()):
+            ax.axhline(r.accuracy, color=f"C{len(series) + j}", linestyle="--", label=r.ablation)
+        ax.axhline(cell["majority_rate"].iloc[0], color="k", linestyle=":", label="majority")
+        ax.set_xlabel(kind.sweep)
+        ax.set_ylabel("accuracy % (95% CI, items x seeds)")
+        ax.set_title(f"{ds} / {st}", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, out_prefix)
+
+
+def write_figure(summary: pd.DataFrame, title: str, out_prefix: str) -> None:
+    """Grouped bars (one group per dataset x student, one bar per ablation) with interval error bars."""
+    plt = _pyplot()
     groups = list(dict.fromkeys(zip(summary["dataset"], summary["student"])))
     abls = list(dict.fromkeys(summary["ablation"]))
     width = 0.8 / len(abls)
@@ -370,27 +431,62 @@ def write_figure(summary: pd.DataFrame, title: str, out_prefix: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    for ext in ("png", "pdf"):
-        with io.atomic_path(f"{out_prefix}.{ext}") as tmp:
-            fig.savefig(tmp, format=ext, dpi=150)
-    plt.close(fig)
+    _save(fig, out_prefix)
+
+
+def appended_words(targets: str) -> dict[str, list[str]]:
+    """id -> the words a target file appends after the label (ig_topk, human_words, ... targets)."""
+    df = io.read_parquet(targets, required=["id", "target", "label"])
+    return {str(i): t[len(wrap_label(lab)):].split() for i, t, lab in zip(df["id"], df["target"], df["label"],
+                                                                           strict=True)}
+
+
+def overlap_section(targets: list[str], config: dict) -> list[str]:
+    """Precision and recall of human-picked words against the IG tokens (the paper: 0.73 / 0.59 on QuaRel), from
+    the training targets of the experiment's human_words and ig_topk ablations on each dataset."""
+    from .annotations import overlap
+
+    by_kind: dict[tuple[str, str], dict[str, str]] = {}
+    for path in targets:
+        ds, ab = Path(path).parts[-4], Path(path).parts[-2]
+        by_kind.setdefault((ds, config["ablations"][ab]["kind"]), {})[ab] = path
+    lines = ["", "## Human words against IG tokens", "",
+             "Precision = shared word types / human word types, recall = shared / IG token types, pooled over the "
+             "training examples both have (lower-cased). The paper (QuaRel, its own annotators): precision 0.73, "
+             "recall 0.59.", ""]
+    rows = 0
+    for ds in dict.fromkeys(d for d, _ in by_kind):
+        for hw, hpath in by_kind.get((ds, "human_words"), {}).items():
+            for ig, ipath in by_kind.get((ds, "ig_topk"), {}).items():
+                o = overlap(appended_words(hpath), appended_words(ipath))
+                lines.append(f"- {ds}: {hw} vs {ig}: precision {o['precision']:.2f}, recall {o['recall']:.2f} "
+                             f"({o['examples']} examples, {o['shared_words']} shared words)")
+                rows += 1
+    return lines if rows else lines + ["- not computable: the experiment needs a human_words and an ig_topk "
+                                       "ablation on the same dataset"]
 
 
 def report(evals: list[str], predictions: list[str], data: list[str], config: dict, experiment: str,
-           out_prefix: str) -> pd.DataFrame:
-    """Tables (md, csv, tex), paired tests (tests.csv), drill-down (items.parquet, flips.md) and figure."""
+           out_prefix: str, targets: list[str] | None = None) -> pd.DataFrame:
+    """Tables (md, csv, tex), paired tests (tests.csv), drill-down (items.parquet, flips.md) and figure, as the
+    experiment's report kind has them."""
+    kind = REPORTS.get(config.get("report", "table1"), f"experiments.{experiment}.report")
     evals_df, items = collect(evals, predictions)
     check_aligned(items)
     summary = summarise(evals_df, items, config)
     tests = paired_tests(summary, items, config)
-    claims = claim(summary, items, config)
-    title = f"{experiment}: accuracy by student and CoT placement"
-    write_table(summary, tests, claims, config, sorted(evals), title, out_prefix)
+    claim_rows = claims(summary, items, config, kind)
+    title = f"{experiment}: {kind.title}"
+    extra = overlap_section(targets or [], config) if kind.overlap else []
+    write_table(summary, tests, claim_rows, config, sorted(evals), title, out_prefix, kind, extra)
     wide = drilldown(items, flips(items, tests), data)
     io.write_parquet(wide, f"{out_prefix}.items.parquet")
     with io.atomic_path(f"{out_prefix}.flips.md") as tmp:
         tmp.write_text(flips_markdown(tests, wide, experiment))
-    write_figure(summary, title, out_prefix)
-    log.info("report %s from %d eval files: %d paired tests; claim: %s", out_prefix, len(evals), len(tests),
-             [c["verdict"] for c in claims])
+    if kind.figure == "sweep":
+        write_sweep_figure(summary, config, kind, title, out_prefix)
+    else:
+        write_figure(summary, title, out_prefix)
+    log.info("report %s (%s) from %d eval files: %d paired tests; claims: %s", out_prefix,
+             config.get("report", "table1"), len(evals), len(tests), [c["verdict"] for c in claim_rows])
     return summary

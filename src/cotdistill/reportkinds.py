@@ -1,0 +1,92 @@
+"""Report kinds: which paper table or figure an experiment reproduces, the paper's claims it checks, and its plot.
+
+Light on imports (the Snakefile's config check reads the registry). An experiment names its kind
+(``experiments.<name>.report``, default ``table1``); adding one is one `register` call. A claim is a chain of
+ablation selectors, ``a > b > c``; a selector matches ablations by kind and parameters (a parameter may be a
+range, ``{"p": (">=", 0.6)}``), and when it matches several ablations every pair is checked. A claim holds when
+every step is significantly in the claimed direction (an intersection-union test), is reversed when some step is
+significantly the other way, and is otherwise not significant (`reports.verdict`). Published numbers are in
+``resources/published/mysteries.csv``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .registry import Registry
+
+Selector = dict  # {"kind": ..., param: value or (op, value)}
+
+
+@dataclass(frozen=True)
+class Claim:
+    text: str
+    chain: tuple[Selector, ...]  # each selector's ablations better than the next's
+    paper: str = "holds"  # what the paper found for this ordering: holds, or not significant (about equal)
+
+
+@dataclass(frozen=True)
+class ReportKind:
+    title: str
+    claims: tuple[Claim, ...]
+    figure: str = "bars"  # bars: one bar per ablation; sweep: accuracy against `sweep` (one line per series)
+    sweep: str | None = None  # the swept parameter of the figure's ablations
+    sweep_kind: str | None = None
+    overlap: bool = False  # precision/recall of human words against IG tokens (Table 3)
+    note: str = ""
+
+
+REPORTS: Registry[ReportKind] = Registry("report kind")
+
+NONE, BEFORE, AFTER = {"kind": "none"}, {"kind": "cot_before"}, {"kind": "cot_after"}
+
+REPORTS.register("table1")(ReportKind(
+    "accuracy by CoT placement (Mysteries Table 1)",
+    (Claim("CoT after > CoT before > no CoT", (AFTER, BEFORE, NONE)),)))
+
+REPORTS.register("table2")(ReportKind(
+    "rationale words shuffled per instance (Mysteries Table 2)",
+    (Claim("shuffling the rationale before the label hurts: CoT before > shuffled before",
+           (BEFORE, {"kind": "shuffle", "position": "before"})),
+     Claim("shuffled after the label still helps: shuffled after > no CoT",
+           ({"kind": "shuffle", "position": "after"}, NONE)))))
+
+REPORTS.register("table3")(ReportKind(
+    "what is appended after the label (Mysteries Table 3)",
+    (Claim("a few attributed tokens after the label carry the gain: IG top-k > no CoT", ({"kind": "ig_topk"}, NONE)),
+     Claim("their order does not matter: IG top-k shuffled > no CoT", ({"kind": "ig_topk_shuffled"}, NONE)),
+     Claim("content, not length: CoT after > random words", (AFTER, {"kind": "random_words"})),
+     Claim("word-vector neighbours of the answer: word neighbours > no CoT (the paper: about equal)",
+           ({"kind": "word_neighbours"}, NONE), paper="not significant")),
+    overlap=True,
+    note="random_words (beyond the paper) appends as many random rationale-vocabulary words as the rationale has."))
+
+REPORTS.register("figure3")(ReportKind(
+    "filler tokens before the label (Mysteries Figure 3)",
+    (Claim("filler tokens never reach CoT: CoT before > filler at every k", (BEFORE, {"kind": "filler"})),),
+    figure="sweep", sweep="k", sweep_kind="filler",
+    note="Filler = the student's unk token where distinct from EOS (SmolLM2: <|endoftext|>, Gemma: <unk>); GPT-2's "
+         "unk is its EOS <|endoftext|>, which would end generation, so GPT-2 gets the ablation's fallback token "
+         "(train_metrics.json of each model records the token used)."))
+
+REPORTS.register("figure4")(ReportKind(
+    "masked rationale tokens (Mysteries Figure 4)",
+    (Claim("masking most of a rationale before the label falls below no CoT (p >= 0.6)",
+           (NONE, {"kind": "mask", "position": "before", "p": (">=", 0.6)})),
+     Claim("after the label, gains hold up to 60% masked: masked after (p <= 0.6) > no CoT",
+           ({"kind": "mask", "position": "after", "p": ("<=", 0.6)}, NONE))),
+    figure="sweep", sweep="p", sweep_kind="mask"))
+
+
+def matches(spec: dict, selector: Selector) -> bool:
+    """Whether an ablation's resolved spec satisfies a selector."""
+    for key, want in selector.items():
+        if key not in spec:
+            return False
+        if isinstance(want, tuple):
+            op, bound = want
+            if not (spec[key] >= bound if op == ">=" else spec[key] <= bound):
+                return False
+        elif spec[key] != want:
+            return False
+    return True
