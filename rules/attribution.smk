@@ -14,5 +14,7 @@ rule attribution:
     threads: 2
     resources:
         gpu=1,
+    params:
+        max_source=attribution_max_source,
     script:
         "../workflow_scripts/attribute.py"

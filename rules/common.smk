@@ -9,7 +9,7 @@ wildcard_constraints:
     ablation=cfg.NAME_PATTERN,
     experiment=cfg.NAME_PATTERN,
     seed=r"\d+",
-    method=r"integrated_gradients|input_x_gradient",
+    method="|".join(cfg.ATTRIBUTION_METHODS),
     steps=r"\d+",
     vectors=cfg.NAME_PATTERN,
 
@@ -56,8 +56,16 @@ def targets_inputs(wildcards):
     )
 
 
-def filler_fallback(wildcards):
-    return cfg.filler_fallback(config, wildcards.ablation)
+def finetune_settings(wildcards):
+    return cfg.finetune_settings(config, wildcards.student, wildcards.ablation)
+
+
+def attribution_max_source(wildcards):
+    return cfg.attribution_max_source(config, wildcards.student)
+
+
+def word_vectors_input(wildcards):
+    return cfg.word_vectors_input(config, wildcards.vectors)
 
 
 def word_vectors_params(wildcards):
@@ -66,10 +74,6 @@ def word_vectors_params(wildcards):
 
 def label_first(wildcards):
     return cfg.label_first(config, wildcards.ablation)
-
-
-def training_params(wildcards):
-    return cfg.training_params(config, wildcards.student)
 
 
 def evaluation_params(wildcards):

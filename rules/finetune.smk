@@ -15,9 +15,8 @@ rule finetune:
         gpu=1,
     params:
         student=student_params,
-        settings=training_params,
+        settings=finetune_settings,
         label_first=label_first,
-        filler=filler_fallback,
         data_seed=config["seed"],
     script:
         "../workflow_scripts/finetune.py"

@@ -1,4 +1,6 @@
 rule word_vectors:
+    input:
+        word_vectors_input,
     output:
         directory("results/vectors/{vectors}"),
     log:

@@ -186,3 +186,39 @@ def test_attribution_refuses_targets_that_are_not_cot_before(tiny_gpt2):
     rows = [{**COT_BEFORE_ROWS[0], "target": "[FIN_LABEL] B [FIN_LABEL] Because it is cold."}]
     with pytest.raises(ValueError, match="row id 'q0'.*needs the targets of a cot_before ablation"):
         attribute(AutoModelForCausalLM.from_pretrained(tiny_gpt2), AutoTokenizer.from_pretrained(tiny_gpt2), rows)
+
+
+def test_mask_sweeps_are_nested_and_placements_agree():
+    rat = pd.DataFrame({"id": ["q1"], "rationale": [" ".join(f"w{i}" for i in range(60))]})
+    hidden = {}
+    for pos in ("before", "after"):
+        for p in (0.2, 0.5, 0.8):
+            t = _target({"kind": "mask", "p": p, "position": pos}, rat=rat).replace(LABEL, "").split()
+            hidden[pos, p] = {i for i, w in enumerate(t) if w == "[MASK]"}
+    assert hidden["after", 0.2] < hidden["after", 0.5] < hidden["after", 0.8]
+    assert all(hidden["before", p] == hidden["after", p] for p in (0.2, 0.5, 0.8))
+    other_unit = _target({"kind": "mask", "p": 0.5, "unit": "token"}, rat=rat).replace(LABEL, "").split()
+    assert {i for i, w in enumerate(other_unit) if w == "[MASK]"} != hidden["after", 0.5]  # its own draws
+
+
+def test_ig_settings_without_effect_are_normalised_and_blank_tokens_skipped():
+    spec = {"kind": "ig_topk", "student": "s", "method": "input_x_gradient", "n_steps": 32}
+    assert ablations.resolve(spec, "ig")["n_steps"] == 1
+    res = Resources(attribution={"q1": [("\n", 9.0), (" Milk", 0.5), (" ", 8.0), (" cold", 1.0), (" x", 0.1)]})
+    assert _target({**spec, "k": 2}, res) == f"{LABEL} Milk cold"
+
+
+def test_filler_fallback_must_be_one_token_and_unk_must_not_stop_generation():
+    gpt2 = gpt2_tokenizer()
+    with pytest.raises(ValueError, match="filler fallback 'a b c' is not one token"):
+        student_filler(gpt2, "a b c")
+    own = gpt2_tokenizer()
+    own.add_special_tokens({"unk_token": "<unk>"})
+    assert student_filler(own, ".", stop_ids=[own.unk_token_id, 5]) == (".", False)
+
+
+def test_conflicting_human_words_for_one_id(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"id": "q1", "words": ["a"]}\n')
+    (tmp_path / "b.jsonl").write_text('{"id": "q1", "words": ["b"]}\n')
+    with pytest.raises(ValueError, match=r"b.jsonl: line 1: id 'q1' already has different words"):
+        read_human_words(str(tmp_path))

@@ -98,6 +98,10 @@ def test_default_config_is_valid_and_plans_rationales():
          "config key 'ablations.f_{k}': the name sweeps {k}, so 'k' must be a non-empty list of values (got 3)"),
         (lambda c: c["ablations"].update({"f_{k}": {"kind": "filler", "k": [1, "x"]}}),
          "config key 'ablations.f_x.k' is 'x'; expected int"),
+        (lambda c: c["ablations"].update({"m_{p}": {"kind": "mask", "p": [1, 1.0]}}),
+         "config key 'ablations.m_1.0' has the same kind and parameters as 'ablations.m_1'"),
+        (lambda c: c["ablations"].update(baseline={"kind": "none"}),
+         "config key 'ablations.baseline' has the same kind and parameters as 'ablations.none'"),
         (lambda c: c["experiments"]["table1"].update(report="table9"),
          "config key 'experiments.table1.report' names unknown report kind 'table9'; valid choices: figure3, "
          "figure4, table1, table2, table3"),

@@ -10,6 +10,7 @@ attribution.attribute_files(
     n_steps=int(snakemake.wildcards.steps),
     out=snakemake.output.parquet,
     out_stats=snakemake.output.stats,
+    max_source=snakemake.params.max_source,
     threads=snakemake.threads,
     **config.attribution_bookkeeping(snakemake.config),
 )

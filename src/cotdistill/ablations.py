@@ -8,8 +8,10 @@ need only generate up to the closing marker). The config entry ``ablations.<name
 names it; the kind and its resolved parameters (defaults filled in) are its identity, never its name. A list-valued
 parameter named in ``{braces}`` in the entry's name is a sweep (`expand_sweeps`).
 
-Randomness is per example: `example_rng` seeds a generator from (global seed, kind, parameters, example id), so an
-example's perturbation does not depend on row order, on the other rows, on the subsample size or on the name.
+Randomness is per example: `example_rng` seeds a generator from (global seed, kind, the parameters the kind names
+in ``seed_keys``, example id), so an example's perturbation does not depend on row order, on the other rows, on the
+subsample size or on the name. Parameters left out of the seed make sweeps paired: the same uniform draws decide
+every mask fraction (masks are nested across ``p``) and both placements hide the same words.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import hashlib
 import itertools
 import json
 import re
-import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,6 +92,12 @@ class Ablation:
     params: dict[str, Param] = field(default_factory=dict)
     doc: str = ""
     needs: tuple[str, ...] = ()  # Resources fields the builder reads
+    seed_keys: tuple[str, ...] | None = None  # parameters that enter the example seed (None: all)
+    normalise: Callable[[dict], dict] | None = None  # drops settings that decide nothing for these values
+
+    def seed_spec(self, kind: str, params: dict) -> dict:
+        keys = self.params if self.seed_keys is None else self.seed_keys
+        return {"kind": kind, **{k: params[k] for k in keys}}
 
     def resolve(self, params: dict) -> dict:
         """Parameters checked against the declaration, defaults filled in; raises AblationParamError."""
@@ -106,7 +113,7 @@ class Ablation:
                 raise AblationParamError(key, f"is required ({decl.type.__name__}: {decl.doc})")
             else:
                 out[key] = decl.default
-        return out
+        return self.normalise(out) if self.normalise else out
 
     def label_first(self, params: dict) -> bool:
         """Whether the label comes first; a ``position`` parameter decides for placement-generic ablations."""
@@ -117,10 +124,11 @@ ABLATIONS: Registry[Ablation] = Registry("ablation")
 
 
 def register(name: str, label_first: bool, needs_rationale: bool = True, params: dict[str, Param] | None = None,
-             needs: tuple[str, ...] = ()):
+             needs: tuple[str, ...] = (), seed_keys: tuple[str, ...] | None = None,
+             normalise: Callable[[dict], dict] | None = None):
     def decorate(fn):
         ABLATIONS.register(name)(Ablation(fn, label_first, needs_rationale, params or {},
-                                          (fn.__doc__ or "").strip(), needs))
+                                          (fn.__doc__ or "").strip(), needs, seed_keys, normalise))
         return fn
 
     return decorate
@@ -142,8 +150,10 @@ def label_first(spec: dict, name: str) -> bool:
 
 
 def example_rng(seed: int, spec: dict, example_id: str) -> np.random.Generator:
-    """A generator for one example's perturbation, from (global seed, kind and parameters, example id) alone."""
-    key = json.dumps([seed, spec, str(example_id)], sort_keys=True)
+    """A generator for one example's perturbation, from (global seed, the kind and its seeded parameters, example
+    id) alone."""
+    abl = ABLATIONS.get(spec["kind"])
+    key = json.dumps([seed, abl.seed_spec(spec["kind"], spec), str(example_id)], sort_keys=True)
     return np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:16], "little"))
 
 
@@ -176,7 +186,7 @@ def cot_after(example: dict, rationale: str | None, label: str, params: dict, rn
     return _place(rationale, label, "after")
 
 
-@register("shuffle", label_first=True, params={"position": POSITION})
+@register("shuffle", label_first=True, params={"position": POSITION}, seed_keys=())
 def shuffle(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator,
             res: Resources) -> str:
     """Rationale words shuffled per instance (Table 2), placed ``position: before|after`` the label."""
@@ -192,12 +202,13 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
     "position": POSITION,
     "unit": Param(str, "word", ("word", "token"),
                   doc="word: whitespace-separated words; token: words and punctuation marks separately"),
-    "token": Param(str, "[MASK]", doc="the mask string")})
+    "token": Param(str, "[MASK]", doc="the mask string")}, seed_keys=("unit",))
 def mask(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator,
          res: Resources) -> str:
     """A random fraction ``p`` of the rationale's units replaced by ``token`` (Figure 4), ``position: before|after``
     the label. Units are tokenizer-independent (one targets file serves every student): ``word`` splits at
-    whitespace, ``token`` also splits punctuation from words (``cold.`` is two units) and keeps the spacing."""
+    whitespace, ``token`` also splits punctuation from words (``cold.`` is two units) and keeps the spacing. The
+    draws are seeded without ``p`` and ``position``: a sweep's masks are nested and both placements agree."""
     if params["unit"] == "word":
         words = rationale.split()
         hidden = rng.random(len(words)) < params["p"]
@@ -225,18 +236,24 @@ def filler(example: dict, rationale: str | None, label: str, params: dict, rng: 
     return UNK * params["k"] + " " + wrap_label(label) if params["k"] else wrap_label(label)
 
 
-def student_filler(tokenizer: Any, fallback: str) -> tuple[str, bool]:
-    """(the filler token text for this tokenizer, whether it is its own unk token)."""
+def student_filler(tokenizer: Any, fallback: str, stop_ids: Any = None) -> tuple[str, bool]:
+    """(the filler token text for this tokenizer, whether it is its own unk token). The unk token is used only if
+    generation would not stop at it (`stop_ids`: the model's generation EOS ids, an int or a list); a fallback
+    must be one token."""
+    stops = {tokenizer.eos_token_id} | set(stop_ids if isinstance(stop_ids, list) else [stop_ids])
     unk = getattr(tokenizer, "unk_token", None)
-    if unk and unk != tokenizer.eos_token and tokenizer.convert_tokens_to_ids(unk) != tokenizer.eos_token_id:
+    if unk and unk != tokenizer.eos_token and tokenizer.convert_tokens_to_ids(unk) not in stops:
         return unk, True
+    if len(tokenizer(" " + fallback, add_special_tokens=False)["input_ids"]) != 1:
+        raise ValueError(f"filler fallback {fallback!r} is not one token for this student's tokenizer (its unk "
+                         f"token is missing or stops generation); choose one that is, e.g. '.'")
     return fallback, False
 
 
-def fill(target: str, tokenizer: Any, fallback: str) -> str:
+def fill(target: str, tokenizer: Any, fallback: str, stop_ids: Any = None) -> str:
     """A filler target with the `UNK` placeholders replaced for this student: special tokens back to back (one
     token each), a plain fallback separated by spaces (so each is one token, as `` .`` is for GPT-2)."""
-    token, special = student_filler(tokenizer, fallback)
+    token, special = student_filler(tokenizer, fallback, stop_ids)
 
     def run(m: re.Match) -> str:
         n = len(m.group(0)) // len(UNK)
@@ -254,6 +271,11 @@ def random_words(example: dict, rationale: str | None, label: str, params: dict,
     return _after(label, [res.vocabulary[i] for i in rng.integers(0, len(res.vocabulary), n)])
 
 
+def _ig_normalise(params: dict) -> dict:
+    """Steps decide nothing for a method without steps: one value, so changing it reruns nothing."""
+    return {**params, "n_steps": 1} if params["method"] != "integrated_gradients" else params
+
+
 IG_PARAMS = {
     "k": Param(int, 15, minimum=1, doc="tokens kept (the paper's 15)"),
     "student": Param(str, doc="student whose CoT-before model is attributed (the paper: GPT-2)"),
@@ -269,11 +291,12 @@ def _top_tokens(example: dict, params: dict, res: Resources) -> list[str]:
     scored = res.attribution.get(str(example["id"]))
     if scored is None:
         raise ValueError(f"no attribution scores for row id {example['id']!r}: files do not align")
-    top = sorted(np.argsort([-s for _, s in scored], kind="stable")[:params["k"]])
-    return [w for w in (scored[i][0].strip() for i in top) if w]
+    words = [(w.strip(), s) for w, s in scored if w.strip()]  # whitespace tokens carry no word
+    top = sorted(np.argsort([-s for _, s in words], kind="stable")[:params["k"]])
+    return [words[i][0] for i in top]
 
 
-@register("ig_topk", label_first=True, params=IG_PARAMS, needs=("attribution",))
+@register("ig_topk", label_first=True, params=IG_PARAMS, needs=("attribution",), normalise=_ig_normalise)
 def ig_topk(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator,
             res: Resources) -> str:
     """The ``k`` rationale tokens with the highest attribution to the gold label (on the CoT-before model), in
@@ -281,7 +304,7 @@ def ig_topk(example: dict, rationale: str | None, label: str, params: dict, rng:
     return _after(label, _top_tokens(example, params, res))
 
 
-@register("ig_topk_shuffled", label_first=True, params=IG_PARAMS, needs=("attribution",))
+@register("ig_topk_shuffled", label_first=True, params=IG_PARAMS, needs=("attribution",), normalise=_ig_normalise)
 def ig_topk_shuffled(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator,
                      res: Resources) -> str:
     """`ig_topk`'s tokens shuffled per instance (Table 3)."""
@@ -321,8 +344,9 @@ def answer_text(example: dict) -> str:
 
 def neighbours(vectors: Any, text: str, k: int) -> list[str]:
     """The `k` nearest words to the longest in-vocabulary word of `text` (ties: the first); [] if none is known."""
-    words = [w.strip(string.punctuation) for w in text.split()]
-    known = [w for w in (v for w in words for v in (w, w.lower())) if w and w in vectors.key_to_index]
+    from .annotations import words_of
+
+    known = [v for w in words_of(text) for v in (w, w.lower()) if v in vectors.key_to_index]
     if not known:
         return []
     query = max(known, key=len)
@@ -342,6 +366,8 @@ def expand_sweeps(entries: dict[str, dict]) -> dict[str, list[str]]:
     expanded: dict[str, list[str]] = {}
     for name in [n for n in list(entries) if _FIELD.search(n)]:
         spec = entries.pop(name)
+        if not isinstance(spec, dict):
+            raise ValueError(f"config key 'ablations.{name}' is {spec!r}; expected a mapping {{kind: ..., ...}}")
         fields = list(dict.fromkeys(_FIELD.findall(name)))
         for f in fields:
             if not isinstance(spec.get(f), list) or not spec[f]:

@@ -18,12 +18,16 @@ def words_of(text: str) -> list[str]:
     return [w for w in (t.strip(string.punctuation) for t in str(text).split()) if w]
 
 
-def read_human_words(path: str) -> dict[str, list[str]]:
-    """id -> words, from a file or from every ``*.jsonl`` file of a folder; errors name the file and line."""
-    p = Path(path)
-    files = sorted(p.glob("*.jsonl")) if p.is_dir() else [p]
-    if not files or not files[0].exists():
-        raise FileNotFoundError(f"{p}: no human-word file (JSON lines with id and words, or CoS-E's layout)")
+def read_human_words(path: str | list[str]) -> dict[str, list[str]]:
+    """id -> words, from a file, a list of files or every ``*.jsonl`` file of a folder; errors name the file and
+    line, also for an id given two different word lists."""
+    if isinstance(path, (list, tuple)):
+        files = [Path(f) for f in path]
+    else:
+        p = Path(path)
+        files = sorted(p.glob("*.jsonl")) if p.is_dir() else [p]
+    if not files or not all(f.exists() for f in files):
+        raise FileNotFoundError(f"{path}: no human-word file (JSON lines with id and words, or CoS-E's layout)")
     out: dict[str, list[str]] = {}
     for f in files:
         for rec in read_json_records(f):
@@ -36,7 +40,11 @@ def read_human_words(path: str) -> dict[str, list[str]]:
                 raise ValueError(f"{rec.where}: expected 'words' (a list) or CoS-E's 'explanation.selected'")
             if "id" not in data:
                 raise ValueError(f"{rec.where}: record has no 'id'")
-            out[str(data["id"])] = words
+            key = str(data["id"])
+            if key in out and out[key] != words:
+                raise ValueError(f"{rec.where}: id {key!r} already has different words {out[key]} in an earlier "
+                                 f"record")
+            out[key] = words
     return out
 
 

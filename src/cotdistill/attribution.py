@@ -26,12 +26,12 @@ import torch
 from tqdm.auto import tqdm
 
 from . import io
-from .ablations import MARK, wrap_label
+from .ablations import IG_PARAMS, MARK, wrap_label
 from .targets import TARGET_COLUMNS
 
 log = logging.getLogger(__name__)
 
-METHODS = ("integrated_gradients", "input_x_gradient")
+METHODS = IG_PARAMS["method"].choices
 COLUMNS = ["id", "position", "token", "score"]
 
 
@@ -62,6 +62,7 @@ def attribute(model, tok, rows: list[dict], method: str = "integrated_gradients"
     if method not in METHODS:
         raise ValueError(f"attribution method {method!r}; valid choices: {', '.join(METHODS)}")
     model.eval().requires_grad_(False)
+    device = next(model.parameters()).device
     emb = model.get_input_embeddings()
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     encoded = [_encode(tok, r["source"], split_cot_before(r["target"], r["label"], r["id"]), r["label"], max_source)
@@ -85,6 +86,7 @@ def attribute(model, tok, rows: list[dict], method: str = "integrated_gradients"
         for j, i in enumerate(idx):
             seq, _, _, lab = encoded[i]
             ids[j, :len(seq)], mask[j, :len(seq)], tmask[j, lab:len(seq)] = torch.tensor(seq), 1, 1.0
+        ids, mask, tmask = ids.to(device), mask.to(device), tmask.to(device)
         embeds = emb(ids).detach().requires_grad_()
         extra = (mask, ids, tmask)
         if method == "integrated_gradients":
@@ -92,7 +94,7 @@ def attribute(model, tok, rows: list[dict], method: str = "integrated_gradients"
                                        n_steps=n_steps, internal_batch_size=internal_batch_size)
         else:
             attr = explainer.attribute(embeds, additional_forward_args=extra)
-        scores = attr.sum(-1).detach().float().numpy()
+        scores = attr.sum(-1).detach().float().cpu().numpy()
         if not np.isfinite(scores).all():
             raise FloatingPointError(f"non-finite attribution for row ids {[rows[i]['id'] for i in idx]}")
         for j, i in enumerate(idx):
@@ -103,8 +105,10 @@ def attribute(model, tok, rows: list[dict], method: str = "integrated_gradients"
 
 
 def attribute_files(model_dir: str, targets: str, method: str, n_steps: int, out: str, out_stats: str,
-                    batch_size: int = 4, internal_batch_size: int | None = None, threads: int = 1) -> dict:
-    """`attribute` as the `attribution` rule runs it: the CoT-before model on its own training targets."""
+                    max_source: int = 512, batch_size: int = 4, internal_batch_size: int | None = None,
+                    threads: int = 1) -> dict:
+    """`attribute` as the `attribution` rule runs it: the CoT-before model on its own training targets, with the
+    source cut as its fine-tune cut it (`max_source`), on the GPU when there is one."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(threads)
@@ -113,8 +117,10 @@ def attribute_files(model_dir: str, targets: str, method: str, n_steps: int, out
         raise ValueError(f"{targets}: no targets to attribute")
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
-    scores = attribute(model, tok, df.to_dict("records"), method, n_steps, batch_size, internal_batch_size)
+    scores = attribute(model, tok, df.to_dict("records"), method, n_steps, batch_size, internal_batch_size,
+                       max_source)
     seconds = time.perf_counter() - start
     missing = set(df["id"]) - set(scores["id"])
     if missing:

@@ -113,15 +113,29 @@ def _check_model(spec: dict, key: str) -> None:
 def expand(config: dict) -> dict:
     """Expand ablation sweeps in place (`ablations.expand_sweeps`); an experiment listing a sweep's name gets all
     of its points. Idempotent, so the Snakefile and `check` may both call it."""
+    if not isinstance(config.get("ablations") or {}, dict):
+        raise ConfigError("config key 'ablations' must be a mapping of names to {kind: ..., ...}")
     try:
         sweeps = expand_sweeps(config.get("ablations") or {})
     except ValueError as err:
         raise ConfigError(str(err)) from None
     for exp in (config.get("experiments") or {}).values():
         for key in ("ablations", "compare_to"):
-            if key in exp:
+            if isinstance(exp, dict) and isinstance(exp.get(key), list):
                 exp[key] = [n for a in exp[key] for n in sweeps.get(a, [a])]
     return config
+
+
+def _check_distinct(config: dict) -> None:
+    """Two ablations with the same kind and parameters would train the same models twice (e.g. a sweep over
+    ``p: [1, 1.0]``)."""
+    seen: dict[str, str] = {}
+    for name, spec in (config.get("ablations") or {}).items():
+        key = json.dumps(ablation_spec(config, name), sort_keys=True)
+        if key in seen:
+            raise ConfigError(f"config key 'ablations.{name}' has the same kind and parameters as "
+                              f"'ablations.{seen[key]}' ({key}): it would train the same models twice")
+        seen[key] = name
 
 
 def _check_ablation_links(config: dict, name: str, spec: dict) -> None:
@@ -167,6 +181,7 @@ def check(config: dict, schema_path: str | Path) -> None:
         except AblationParamError as err:
             raise ConfigError(f"config key 'ablations.{name}.{err.key}' {err} (kind {spec['kind']!r})") from None
         _check_ablation_links(config, name, spec)
+    _check_distinct(config)
     for name, spec in (config.get("word_vectors") or {}).items():
         _choice(spec["source"], VECTOR_LOADERS.names(), f"word_vectors.{name}.source", "word-vector source")
         if not any(k in spec for k in VECTOR_SOURCE_KEYS[spec["source"]]):
@@ -300,6 +315,7 @@ def targets_params(config: dict, ablation: str) -> dict:
             "seed": config.get("seed", 0), "columns": TARGET_COLUMNS}
 
 
+ATTRIBUTION_METHODS = ABLATIONS.get("ig_topk").params["method"].choices  # the attribution rule's method wildcard
 ATTRIBUTION = "results/attribution/{dataset}/{teacher}/{student}/{ablation}/seed{seed}/{method}-{steps}"
 
 
@@ -322,21 +338,34 @@ def targets_inputs(config: dict, dataset: str, teacher: str, ablation: str, spli
            "rationales": f"results/rationales/{teacher}/{dataset}/{split}.parquet"}
     if "attribution" in needs:
         out["attribution"] = attribution_prefix(config, dataset, teacher, ablation) + ".parquet"
-    if "human_words" in needs:
-        out["human_words"] = spec["path"]
+    if "human_words" in needs:  # the files themselves, so editing one inside a folder reruns
+        path = Path(spec["path"])
+        out["human_words"] = sorted(str(f) for f in path.glob("*.jsonl")) if path.is_dir() else spec["path"]
     if "vectors" in needs:
         out["vectors"] = f"results/vectors/{spec['vectors']}"
     return out
 
 
-def filler_fallback(config: dict, ablation: str) -> str | None:
-    """A filler ablation's fallback token, which a fine-tune needs to place its student's filler; None otherwise."""
+def finetune_settings(config: dict, student: str, ablation: str) -> dict:
+    """A fine-tune's training settings; for a filler ablation also its fallback token (``filler``), which places
+    the student's filler, so other fine-tunes' params do not change."""
     spec = ablation_spec(config, ablation)
-    return spec["fallback"] if spec["kind"] == "filler" else None
+    extra = {"filler": spec["fallback"]} if spec["kind"] == "filler" else {}
+    return {**training_params(config, student), **extra}
+
+
+def attribution_max_source(config: dict, student: str) -> int:
+    """The source length the attributed student was fine-tuned with: attribution cuts sources the same way."""
+    return int(training_settings(config, student)["max_source_tokens"])
 
 
 def word_vectors_params(config: dict, name: str) -> dict:
     return canonical({k: v for k, v in _named(config, "word_vectors", name).items() if k != "paper_name"})
+
+
+def word_vectors_input(config: dict, name: str) -> str | list:
+    """A local vector file or folder is an input (replacing it rebuilds); package and downloader sources none."""
+    return _named(config, "word_vectors", name).get("path", [])
 
 
 def label_first(config: dict, ablation: str) -> bool:

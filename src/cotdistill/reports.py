@@ -13,6 +13,7 @@ What else a report shows (claims, figure, the overlap of human words with attrib
 from __future__ import annotations
 
 import importlib.resources
+import json
 import logging
 import re
 from io import StringIO
@@ -47,8 +48,14 @@ def published(paper: str = "mysteries") -> pd.DataFrame:
     return pd.read_csv(StringIO(text), comment="#", dtype={"position": str})
 
 
+PAPER_SETTINGS = {"k": 15, "method": "integrated_gradients", "max_words": 15}  # what the paper's rows used
+
+
 def published_accuracy(pub: pd.DataFrame, spec: dict, student: str | None, dataset: str | None) -> float | None:
-    """The published number of an ablation (by kind, and position where the paper varies it), if any."""
+    """The published number of an ablation (by kind, and position where the paper varies it), if any; none for
+    settings the paper did not use (an ig_topk with k = 5, say)."""
+    if any(spec.get(k, v) != v for k, v in PAPER_SETTINGS.items()):
+        return None
     hit = pub[(pub.ablation_kind == spec["kind"]) & (pub.student == student) & (pub.dataset == dataset)]
     hit = hit[hit.position.isna() | (hit.position == spec.get("position"))]
     return float(hit["accuracy"].iloc[0]) if len(hit) else None
@@ -384,13 +391,14 @@ def write_sweep_figure(summary: pd.DataFrame, config: dict, kind: ReportKind, ti
         cell = summary[(summary.dataset == ds) & (summary.student == st)]
         swept = cell[[specs[a]["kind"] == kind.sweep_kind for a in cell["ablation"]]]
         series: dict[str, list] = {}
-        for r in swept.itertuples():
+        for r in swept.itertuples():  # one line per setting of every parameter but the swept one
             spec = specs[r.ablation]
-            label = spec.get("position", kind.sweep_kind)
+            label = " ".join(f"{v}" if k == "position" else f"{k}={v}" for k, v in sorted(spec.items())
+                             if k not in ("kind", kind.sweep) and _varies(swept, specs, k))
             series.setdefault(label, []).append((spec[kind.sweep], r.accuracy, r.ci_low, r.ci_high))
         for label, pts in series.items():
             x, y, lo, hi = map(np.array, zip(*sorted(pts), strict=True))
-            ax.plot(x, y, marker="o", label=f"{kind.sweep_kind} {label}")
+            ax.plot(x, y, marker="o", label=f"{kind.sweep_kind} {label}".strip())
             ax.fill_between(x, lo, hi, alpha=0.2)
         for j, r in enumerate(cell[[specs[a]["kind"] != kind.sweep_kind for a in cell["ablation"]]].itertuples()):
             ax.axhline(r.accuracy, color=f"C{len(series) + j}", linestyle="--", label=r.ablation)
@@ -402,6 +410,10 @@ def write_sweep_figure(summary: pd.DataFrame, config: dict, kind: ReportKind, ti
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     _save(fig, out_prefix)
+
+
+def _varies(rows: pd.DataFrame, specs: dict, key: str) -> bool:
+    return len({json.dumps(specs[a].get(key)) for a in rows["ablation"]}) > 1
 
 
 def write_figure(summary: pd.DataFrame, title: str, out_prefix: str) -> None:
@@ -459,8 +471,11 @@ def overlap_section(targets: list[str], config: dict) -> list[str]:
         for hw, hpath in by_kind.get((ds, "human_words"), {}).items():
             for ig, ipath in by_kind.get((ds, "ig_topk"), {}).items():
                 o = overlap(appended_words(hpath), appended_words(ipath))
-                lines.append(f"- {ds}: {hw} vs {ig}: precision {o['precision']:.2f}, recall {o['recall']:.2f} "
-                             f"({o['examples']} examples, {o['shared_words']} shared words)")
+                if o["precision"] is None or o["recall"] is None:
+                    lines.append(f"- {ds}: {hw} vs {ig}: no example has words in both ({o['examples']} shared ids)")
+                else:
+                    lines.append(f"- {ds}: {hw} vs {ig}: precision {o['precision']:.2f}, recall {o['recall']:.2f} "
+                                 f"({o['examples']} examples, {o['shared_words']} shared words)")
                 rows += 1
     return lines if rows else lines + ["- not computable: the experiment needs a human_words and an ig_topk "
                                        "ablation on the same dataset"]

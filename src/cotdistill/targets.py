@@ -77,7 +77,7 @@ def build_targets(data: pd.DataFrame, rationales: pd.DataFrame | None, ablation:
     return pd.DataFrame(rows, columns=TARGET_COLUMNS)
 
 
-def load_resources(spec: dict, attribution: str | None = None, human_words: str | None = None,
+def load_resources(spec: dict, attribution: str | None = None, human_words: str | list[str] | None = None,
                    vectors: str | None = None) -> ablations.Resources:
     """The resources an ablation kind declares, read from the files the `targets` rule wires in."""
     needs = ablations.ABLATIONS.get(spec["kind"]).needs
@@ -98,7 +98,7 @@ def load_resources(spec: dict, attribution: str | None = None, human_words: str 
 
 
 def build_target_file(data: str, rationales: str | None, ablation: str, spec: dict, label_format: str, seed: int,
-                      out: str, attribution: str | None = None, human_words: str | None = None,
+                      out: str, attribution: str | None = None, human_words: str | list[str] | None = None,
                       vectors: str | None = None) -> None:
     """`build_targets` from and to Parquet, as the `targets` rule runs it; fails when an ablation that appends
     words after the label appended nothing to any example."""

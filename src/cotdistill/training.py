@@ -139,7 +139,9 @@ def run_fingerprint(model_spec: dict, targets_path: str, settings: dict, seed: i
         model["digest"] = io.tree_digest(model_spec["path"])
     key = {"model": model, "targets": io.file_digest(targets_path), "settings": training_identity(settings),
            "seed": seed,
-           "label_first": label_first, "data_seed": data_seed, "world_size": world_size, "filler": filler}
+           "label_first": label_first, "data_seed": data_seed, "world_size": world_size}
+    if filler is not None:  # only filler runs: other fingerprints stay as they were
+        key["filler"] = filler
     return io.json_digest(key)[:16]
 
 
@@ -186,14 +188,14 @@ class Run:
     filler: str | None = None
 
 
-def with_filler(targets: pd.DataFrame, tokenizer, fallback: str) -> tuple[pd.DataFrame, str]:
+def with_filler(targets: pd.DataFrame, tokenizer, fallback: str, stop_ids=None) -> tuple[pd.DataFrame, str]:
     """Filler targets with this student's filler token in place of the placeholder (`ablations.fill`) and their
     label spans moved to match; returns the token used."""
-    out = targets.assign(target=[fill(t, tokenizer, fallback) for t in targets["target"]])
+    out = targets.assign(target=[fill(t, tokenizer, fallback, stop_ids) for t in targets["target"]])
     start = [t.rfind(wrap_label(lab)) + len(MARK) + 1 for t, lab in zip(out["target"], out["label"], strict=True)]
     return out.assign(label_start=start, label_end=[s + len(lab) for s, lab in zip(start, out["label"],
                                                                                    strict=True)]), \
-        student_filler(tokenizer, fallback)[0]
+        student_filler(tokenizer, fallback, stop_ids)[0]
 
 
 def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str | Path, settings: dict, seed: int,
@@ -222,7 +224,7 @@ def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str | Path, set
     targets = io.read_parquet(targets_path, required=TARGET_COLUMNS)
     filler_token = None
     if filler is not None:
-        targets, filler_token = with_filler(targets, tok, filler)
+        targets, filler_token = with_filler(targets, tok, filler, model.generation_config.eos_token_id)
         log.info("filler token for this student: %r (%s)", filler_token, "its unk token" if filler_token !=
                  filler else "the fallback: its tokenizer has no unk token distinct from EOS")
     train_df, val_df = split_validation(targets, int(s["validation_size"]), data_seed)
