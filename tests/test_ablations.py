@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cotdistill import ablations, config as cfg
+from cotdistill import ablations
+from cotdistill import config as cfg
 from cotdistill.ablations import Resources, fill, student_filler
 from cotdistill.annotations import overlap, read_human_words
 from cotdistill.targets import build_targets

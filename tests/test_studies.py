@@ -37,14 +37,14 @@ def studies_config(workdir: Path) -> dict:
             "word_neighbours": {"kind": "word_neighbours", "vectors": "glove-tiny", "k": 5},
             "random_words": {"kind": "random_words"},
             "filler_{k}": {"kind": "filler", "k": [1, 3]},
-            "mask_{position}_{p}": {"kind": "mask", "position": ["before", "after"], "p": [0.2, 0.8]}},
+            "mask_{position}_{p}": {"kind": "mask", "position": ["before", "after"], "p": [0.2, 0.8], "token": "_"}},
         "training": {"lr": 1e-3, "batch_size": 8, "epochs": 1, "eval_every": 3, "validation_size": 8,
                      "max_target_tokens": 64, "overlong": "drop"},
         "evaluation": {"batch_size": 16, "max_new_tokens": 16},
         "experiments": {
             "t3": {**one, "report": "table3", "ablations": ["none", "cot_after", "ig_topk", "ig_topk_shuffled",
                                                             "human_words", "word_neighbours", "random_words"]},
-            "f3": {**one, "report": "figure3", "ablations": ["none", "cot_after", "filler_{k}"]},
+            "f3": {**one, "report": "figure3", "ablations": ["none", "cot_before", "filler_{k}"]},
             "f4": {**one, "report": "figure4", "ablations": ["none", "mask_{position}_{p}"]}},
     }
 
@@ -108,7 +108,7 @@ def test_changing_the_cot_before_model_reruns_its_attribution_and_descendants_on
     try:
         assert planned(workdir) == {"finetune": 3, "attribution": 1, "targets": 2, "evaluate": 2, "report": 1,
                                     "reports": 1}
-        assert {Path(p).parts[5] for p in planned_outputs(workdir, "targets")} == {"ig_topk", "ig_topk_shuffled"}
+        assert {Path(p).parts[4] for p in planned_outputs(workdir, "targets")} == {"ig_topk", "ig_topk_shuffled"}
     finally:
         write(workdir, config)
     assert planned(workdir) == {}

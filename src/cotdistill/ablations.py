@@ -376,7 +376,7 @@ def expand_sweeps(entries: dict[str, dict]) -> dict[str, list[str]]:
         names = []
         for values in itertools.product(*(spec[f] for f in fields)):
             point = dict(zip(fields, values, strict=True))
-            new = _FIELD.sub(lambda m: str(point[m.group(1)]), name)
+            new = _FIELD.sub(lambda m, point=point: str(point[m.group(1)]), name)
             if new in entries:
                 raise ValueError(f"config key 'ablations.{name}': sweep point {new!r} is already an ablation")
             entries[new] = {**spec, **point}

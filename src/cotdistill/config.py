@@ -130,7 +130,7 @@ def _check_distinct(config: dict) -> None:
     """Two ablations with the same kind and parameters would train the same models twice (e.g. a sweep over
     ``p: [1, 1.0]``)."""
     seen: dict[str, str] = {}
-    for name, spec in (config.get("ablations") or {}).items():
+    for name in config.get("ablations") or {}:
         key = json.dumps(ablation_spec(config, name), sort_keys=True)
         if key in seen:
             raise ConfigError(f"config key 'ablations.{name}' has the same kind and parameters as "
