@@ -120,3 +120,20 @@ def test_run_fingerprint_follows_what_decides_training(tiny_gpt2, tmp_path):
     assert base not in other and len(set(other)) == 4
     write_parquet(_targets(f"{wrap_label('B')} {RATIONALE}"), targets)  # new targets, same path
     assert run_fingerprint(spec, str(targets), settings, 0, True, 0, 1) != base
+
+
+def test_validation_budget_is_the_longest_target_up_to_its_marker():
+    import pandas as pd
+
+    from cotdistill.targets import build_targets
+    from cotdistill.training import validation_budget
+
+    from .conftest import gpt2_tokenizer
+
+    row = {"id": "q1", "task": "mcqa", "question": "q?", "answer_label": "B", "answer_text": "fridge",
+           "choices": [{"label": "A", "text": "oven"}, {"label": "B", "text": "fridge"}]}
+    tok = gpt2_tokenizer()
+    filler = build_targets(pd.DataFrame([row]), None, "f", {"kind": "filler", "k": 3}, "letter", 0)
+    need = len(tok(" " + filler["target"][0])["input_ids"])  # everything up to and including the closing marker
+    assert validation_budget(tok, filler, 256) == need + 2
+    assert validation_budget(tok, filler, 5) == 5

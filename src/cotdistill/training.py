@@ -94,6 +94,15 @@ def encode(tokenizer, sources: list[str], targets: list[str], marker_ends: list[
     return {"input_ids": input_ids, "labels": labels, "length": [len(x) for x in input_ids]}, dropped
 
 
+def validation_budget(tokenizer, targets: pd.DataFrame, max_target: int, margin: int = 2) -> int:
+    """New tokens validation generates for models that write something before the label: as many as the longest
+    target needs up to its closing marker (plus a margin), at most `max_target`. A model that has not yet learned
+    to close the label would otherwise generate `max_target` tokens for every example (filler targets need ~20)."""
+    need = max(len(tokenizer(" " + t[:e], add_special_tokens=False)["input_ids"])
+               for t, e in zip(targets["target"], marker_ends(targets), strict=True))
+    return min(max_target, need + margin)
+
+
 def marker_ends(targets: pd.DataFrame) -> list[int]:
     """Character offset just past each target's closing marker (its label span plus `` [FIN_LABEL]``)."""
     return [int(e) + 1 + len(MARK) for e in targets["label_end"]]
@@ -238,7 +247,8 @@ def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str | Path, set
     if not encoded["input_ids"]:
         raise ValueError(f"{targets_path}: no training example left (all {len(train_df)} were too long)")
     train = Dataset.from_dict(encoded)
-    val_budget = label_budget(tok, list(targets["label"].unique())) if label_first else int(s["max_target_tokens"])
+    val_budget = label_budget(tok, list(targets["label"].unique())) if label_first else validation_budget(
+        tok, targets, int(s["max_target_tokens"]))
     bf16 = use_bf16(s["precision"])
     collator = Collator(tok.pad_token_id, int(s["max_source_tokens"]) + int(s["max_target_tokens"])
                         if s["pad_to_max"] else None)
