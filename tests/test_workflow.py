@@ -94,8 +94,9 @@ def test_missing_source_file_leaves_nothing_partial(workdir):
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
     proc = smk(workdir, check=False)
     assert proc.returncode != 0
-    log = (workdir / "results/logs/data/csqa/train.log").read_text()
-    assert "data/nowhere/cqa_train.json: file does not exist" in log
+    # each dataset job loads every split; whichever starts first fails, and snakemake may start no other
+    logs = [p.read_text() for p in (workdir / "results/logs/data/csqa").glob("*.log")]
+    assert logs and any("data/nowhere/cqa_train.json: file does not exist" in log for log in logs)
     assert not list((workdir / "results").rglob("*.parquet"))
 
 
