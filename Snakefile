@@ -24,12 +24,19 @@ include: "rules/finetune.smk"
 include: "rules/attribution.smk"
 include: "rules/evaluate.smk"
 include: "rules/reports.smk"
+include: "rules/lens.smk"
+include: "rules/analysis.smk"
 
 
 rule reports:
     default_target: True
     input:
         default_targets(),
+
+
+rule analyses:
+    input:
+        analysis_targets(),
 
 
 rule rationales_all:

@@ -12,6 +12,7 @@ wildcard_constraints:
     method="|".join(cfg.ATTRIBUTION_METHODS),
     steps=r"\d+",
     vectors=cfg.NAME_PATTERN,
+    lens=cfg.NAME_PATTERN,
 
 
 def rationale_targets():
@@ -20,6 +21,10 @@ def rationale_targets():
 
 def default_targets():
     return cfg.default_targets(config)
+
+
+def analysis_targets():
+    return cfg.analysis_targets(config)
 
 
 def dataset_params(wildcards):
@@ -102,3 +107,23 @@ def report_targets_files(wildcards):
 
 def report_params(wildcards):
     return cfg.report_params(config, wildcards.experiment)
+
+
+def lens_params(wildcards):
+    return cfg.lens_params(config, wildcards.lens)
+
+
+def lens_sequence_limits(wildcards):
+    return cfg.lens_sequence_limits(config, wildcards.student)
+
+
+def analysis_inputs(wildcards):
+    return cfg.analysis_inputs(config, wildcards.experiment)
+
+
+def analysis_groups(wildcards):
+    return cfg.analysis_groups(config, wildcards.experiment)
+
+
+def analysis_lens(wildcards):
+    return cfg.analysis_lens(config, wildcards.experiment)

@@ -105,6 +105,16 @@ def test_default_config_is_valid_and_plans_rationales():
         (lambda c: c["experiments"]["table1"].update(report="table9"),
          "config key 'experiments.table1.report' names unknown report kind 'table9'; valid choices: figure3, "
          "figure4, table1, table2, table3"),
+        (lambda c: c["lenses"].update(t={"kind": "tunned"}),
+         "config key 'lenses.t.kind' names unknown lens kind 'tunned'; valid choices: logit, tuned"),
+        (lambda c: c["lenses"]["tuned"].update(step=3),
+         "config key 'lenses.tuned.step' is not a parameter of this kind; valid parameters: batch_size, heldout"),
+        (lambda c: c["lenses"]["tuned"].update(steps=0), "config key 'lenses.tuned.steps' is 0; expected a value in"),
+        (lambda c: c["experiments"]["table1"].update(lens="tunedd"),
+         "config key 'experiments.table1.lens' names unknown lenses entry 'tunedd'"),
+        (lambda c: c["experiments"]["table1"].update(ablations=["none", "cot_after"]),
+         "config key 'experiments.table1.lens': the layer-wise analysis compares models of ablation kinds none, "
+         "cot_before, cot_after; this experiment has no cot_before"),
     ],
 )
 def test_bad_config_gives_one_line_error(mutate, message):
@@ -200,3 +210,14 @@ def test_evaluation_cap_matters_only_when_the_label_comes_last():
     c["evaluation"]["max_new_tokens"] = 99
     assert cfg.evaluation_params(c, "cot_after") == {"label_first": True, "max_new_tokens": None}
     assert cfg.evaluation_params(c, "cot_before") == {"label_first": False, "max_new_tokens": 99}
+
+
+def test_analysis_reads_each_placement_and_trains_lenses_only_for_tuned():
+    groups = cfg.analysis_groups(BASE, "table1")
+    assert len(groups) == 1 and groups[0]["max_source"] == 512
+    assert groups[0]["models"]["cot_before"] == "results/models/csqa/palm540b/smollm2-135m/cot_before/seed0"
+    assert groups[0]["lenses"]["none"] == "results/lens/csqa/palm540b/smollm2-135m/none/seed0/tuned"
+    logit = _with(lambda c: c["experiments"]["table1"].update(lens="logit"))
+    assert cfg.analysis_inputs(logit, "table1")["lenses"] == []
+    assert cfg.lens_params(BASE, "tuned") == cfg.lens_params(_with(lambda c: c["lenses"].update(
+        renamed=c["lenses"]["tuned"])), "renamed")  # the name is not part of a lens's identity

@@ -52,9 +52,9 @@ def write(workdir: Path, config: dict) -> None:
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
 
 
-def planned(workdir: Path) -> dict[str, int]:
-    """Jobs a dry run would start, per rule."""
-    out = smk(workdir, "-n", "--quiet", "rules").stdout
+def planned(workdir: Path, *targets: str) -> dict[str, int]:
+    """Jobs a dry run would start, per rule (for the default target, or `targets`)."""
+    out = smk(workdir, "-n", "--quiet", "rules", *targets).stdout
     counts = {}
     for line in out.splitlines():
         parts = line.split()

@@ -1,6 +1,6 @@
 """The Mysteries studies through the snakemake CLI on tiny students: Table 3 (attribution, human words, word
-vectors, random words), Figure 3 (filler sweep) and Figure 4 (mask sweep), their reports, the HTML report, and
-the attribution edge of the DAG."""
+vectors, random words), Figure 3 (filler sweep) and Figure 4 (mask sweep), their reports, the tuned-lens analysis,
+the HTML report, and the attribution and lens edges of the DAG."""
 
 import copy
 import shutil
@@ -45,7 +45,9 @@ def studies_config(workdir: Path) -> dict:
             "t3": {**one, "report": "table3", "ablations": ["none", "cot_after", "ig_topk", "ig_topk_shuffled",
                                                             "human_words", "word_neighbours", "random_words"]},
             "f3": {**one, "report": "figure3", "ablations": ["none", "cot_before", "filler_{k}"]},
-            "f4": {**one, "report": "figure4", "ablations": ["none", "mask_{position}_{p}"]}},
+            "f4": {**one, "report": "figure4", "ablations": ["none", "mask_{position}_{p}"]},
+            "lensed": {**one, "ablations": ["none", "cot_before", "cot_after"], "lens": "tiny-lens"}},
+        "lenses": {"tiny-lens": {"kind": "tuned", "steps": 2, "batch_size": 4, "heldout": 4}},
     }
 
 
@@ -54,7 +56,7 @@ def studies(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("studies"))
     config = studies_config(workdir)
     write(workdir, config)
-    smk(workdir, *PARALLEL, "--set-threads", "attribution=1")
+    smk(workdir, *PARALLEL, "--set-threads", "attribution=1", "reports", "analyses")
     return workdir, config
 
 
@@ -112,3 +114,22 @@ def test_changing_the_cot_before_model_reruns_its_attribution_and_descendants_on
     finally:
         write(workdir, config)
     assert planned(workdir) == {}
+
+
+def test_lens_analysis_files_and_its_dag_edge(studies):
+    workdir, config = studies
+    df = pd.read_parquet(workdir / "results/analysis/lensed.parquet")
+    summary = pd.read_csv(workdir / "results/analysis/lensed.csv")
+    assert set(summary["placement"]) == {"none", "cot_before", "cot_after"} and set(summary["layers"]) == {2}
+    assert (summary["items"] == df["id"].nunique()).all() and df["probability"].between(0, 1).all()
+    assert (workdir / "results/analysis/lensed.png").stat().st_size > 5000
+    train = (workdir / "results/lens/csqa/palm540b/tiny-b/cot_before/seed0/tiny-lens/train.json").read_text()
+    assert '"heldout_kl_mean_after"' in train
+    changed = copy.deepcopy(config)
+    changed["lenses"]["tiny-lens"]["steps"] = 3
+    write(workdir, changed)
+    try:  # a lens setting retrains the three lenses and redoes the analysis, nothing else
+        assert planned(workdir, "analyses") == {"lens": 3, "analysis": 1, "analyses": 1}
+    finally:
+        write(workdir, config)
+    assert planned(workdir, "reports", "analyses") == {}

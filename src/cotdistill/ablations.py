@@ -69,6 +69,23 @@ class Param:
         return value
 
 
+def resolve_params(declared: dict[str, Param], params: dict) -> dict:
+    """`params` checked against `declared`, defaults filled in; raises AblationParamError naming the key."""
+    unknown = sorted(set(params) - set(declared))
+    if unknown:
+        valid = ", ".join(sorted(declared)) or "none"
+        raise AblationParamError(unknown[0], f"is not a parameter of this kind; valid parameters: {valid}")
+    out = {}
+    for key, decl in declared.items():
+        if key in params:
+            out[key] = decl.check(key, params[key])
+        elif decl.default is REQUIRED:
+            raise AblationParamError(key, f"is required ({decl.type.__name__}: {decl.doc})")
+        else:
+            out[key] = decl.default
+    return out
+
+
 POSITION = Param(str, "after", ("before", "after"), doc="rationale before or after the label")
 UNK = "<unk>"  # filler placeholder in target files; each student's fine-tune puts its own filler token there
 
@@ -101,18 +118,7 @@ class Ablation:
 
     def resolve(self, params: dict) -> dict:
         """Parameters checked against the declaration, defaults filled in; raises AblationParamError."""
-        unknown = sorted(set(params) - set(self.params))
-        if unknown:
-            valid = ", ".join(sorted(self.params)) or "none"
-            raise AblationParamError(unknown[0], f"is not a parameter of this kind; valid parameters: {valid}")
-        out = {}
-        for key, decl in self.params.items():
-            if key in params:
-                out[key] = decl.check(key, params[key])
-            elif decl.default is REQUIRED:
-                raise AblationParamError(key, f"is required ({decl.type.__name__}: {decl.doc})")
-            else:
-                out[key] = decl.default
+        out = resolve_params(self.params, params)
         return self.normalise(out) if self.normalise else out
 
     def label_first(self, params: dict) -> bool:

@@ -24,13 +24,15 @@ import yaml
 from . import defaults
 from .ablations import ABLATIONS, AblationParamError, expand_sweeps
 from .datasets import LOADERS
+from .lenskinds import LENSES
+from .lenskinds import resolve as resolve_lens
 from .reportkinds import REPORTS
 from .targets import TARGET_COLUMNS
 from .teachers import BACKENDS, DEFAULT_DECODING, PARSERS
 from .wordvectors import LOADERS as VECTOR_LOADERS
 
 NAME_PATTERN = r"[A-Za-z0-9_.-]+"  # also the wildcard constraint of every name (rules/common.smk)
-NAMED_SECTIONS = ("datasets", "teachers", "students", "ablations", "experiments", "word_vectors")
+NAMED_SECTIONS = ("datasets", "teachers", "students", "ablations", "experiments", "word_vectors", "lenses")
 VECTOR_SOURCE_KEYS = {"gensim": ("name",), "word2vec": ("path",), "glove": ("path",), "kumo": ("package", "path")}
 MODEL_SOURCE_KEYS = {"hub": ("id",), "local": ("path",), "gguf": ("file",)}
 
@@ -187,7 +189,21 @@ def check(config: dict, schema_path: str | Path) -> None:
         if not any(k in spec for k in VECTOR_SOURCE_KEYS[spec["source"]]):
             raise ConfigError(f"config key 'word_vectors.{name}.{VECTOR_SOURCE_KEYS[spec['source']][0]}' is required "
                               f"for source {spec['source']!r}")
+    for name, spec in (config.get("lenses") or {}).items():
+        _choice(spec["kind"], LENSES.names(), f"lenses.{name}.kind", "lens kind")
+        try:
+            resolve_lens(spec, name)
+        except AblationParamError as err:
+            raise ConfigError(f"config key 'lenses.{name}.{err.key}' {err} (kind {spec['kind']!r})") from None
     for name, exp in config["experiments"].items():
+        if "lens" in exp:
+            _choice(exp["lens"], list(config.get("lenses") or {}), f"experiments.{name}.lens", "lenses entry")
+            kinds = [ablation_spec(config, a)["kind"] for a in exp.get("ablations", [])]
+            lacking = [k for k in PLACEMENT_KINDS if k not in kinds]
+            if lacking or not exp.get("students"):
+                raise ConfigError(f"config key 'experiments.{name}.lens': the layer-wise analysis compares models "
+                                  f"of ablation kinds {', '.join(PLACEMENT_KINDS)}; this experiment has no "
+                                  f"{', '.join(lacking) or 'students'}")
         for i, ds in enumerate(exp["datasets"]):
             _choice(ds, list(config["datasets"]), f"experiments.{name}.datasets[{i}]", "dataset")
         _choice(exp["teacher"], list(config["teachers"]), f"experiments.{name}.teacher", "teacher")
@@ -424,11 +440,15 @@ def converted_student(config: dict, student: str) -> str | list:
     return f"results/hf/{student}" if student_spec(config, student)["source"] == "gguf" else []
 
 
+EVAL = "results/eval/{dataset}/{teacher}/{student}/{ablation}/seed{seed}"
+
+
 def eval_targets(config: dict, experiment: str, suffix: str = ".json") -> list[str]:
     """Eval outputs of one experiment's grid: datasets x students x ablations x seeds."""
     e = config["experiments"][experiment]
-    return [f"results/eval/{ds}/{e['teacher']}/{st}/{ab}/seed{seed}{suffix}" for ds in e["datasets"]
-            for st in e.get("students", []) for ab in e.get("ablations", []) for seed in e.get("seeds", [0])]
+    return [EVAL.format(dataset=ds, teacher=e["teacher"], student=st, ablation=ab, seed=seed) + suffix
+            for ds in e["datasets"] for st in e.get("students", []) for ab in e.get("ablations", [])
+            for seed in e.get("seeds", [0])]
 
 
 REPORT_EXTENSIONS = (".md", ".csv", ".tex", ".png", ".pdf", ".tests.csv", ".items.parquet", ".flips.md")
@@ -489,3 +509,70 @@ def rationale_targets(config: dict, experiments: list[str] | None = None) -> lis
                 base = f"results/rationales/{e['teacher']}/{ds}/{split}"
                 out += [f"{base}.parquet", f"{base}.stats.json"]
     return sorted(set(out))
+
+
+# --------------------------------------------------------------------------- lenses and the layer-wise analysis
+
+PLACEMENT_KINDS = ("none", "cot_before", "cot_after")  # the analysis compares one ablation of each kind
+LENS = "results/lens/{dataset}/{teacher}/{student}/{ablation}/seed{seed}/{lens}"
+ANALYSIS_EXTENSIONS = (".parquet", ".csv", ".md", ".png", ".pdf")
+
+
+def lens_params(config: dict, name: str) -> dict:
+    """A lens's kind and resolved parameters: what decides it, never its name."""
+    return canonical(resolve_lens(_named(config, "lenses", name), name))
+
+
+def lens_sequence_limits(config: dict, student: str) -> dict[str, int]:
+    """The source and target cuts the student's fine-tune used; its lens reads its targets the same way."""
+    settings = training_settings(config, student)
+    return {"max_source": int(settings["max_source_tokens"]), "max_target": int(settings["max_target_tokens"])}
+
+
+def placements(config: dict, experiment: str) -> dict[str, str]:
+    """Ablation kind -> the experiment's first ablation of that kind, for none, cot_before and cot_after."""
+    out: dict[str, str] = {}
+    for a in config["experiments"][experiment].get("ablations", []):
+        out.setdefault(ablation_spec(config, a)["kind"], a)
+    return {k: out[k] for k in PLACEMENT_KINDS}
+
+
+def analysis_groups(config: dict, experiment: str) -> list[dict]:
+    """One entry per (dataset, student, seed): the test data, each placement's model, predictions and trained
+    lens (None for a lens kind that does not train), as `analysis.analysis_files` reads them."""
+    e = config["experiments"][experiment]
+    lens = e["lens"]
+    trains = LENSES.get(lens_params(config, lens)["kind"]).trains
+    groups = []
+    for ds in e["datasets"]:
+        for st in e.get("students", []):
+            for seed in e.get("seeds", [0]):
+                where = dict(dataset=ds, teacher=e["teacher"], student=st, seed=seed)
+                group = {"dataset": ds, "student": st, "seed": seed, "data": f"results/data/{ds}/test.parquet",
+                         "max_source": lens_sequence_limits(config, st)["max_source"],
+                         "models": {}, "predictions": {}, "lenses": {}}
+                for kind, ab in placements(config, experiment).items():
+                    group["models"][kind] = f"results/models/{ds}/{e['teacher']}/{st}/{ab}/seed{seed}"
+                    group["predictions"][kind] = EVAL.format(**where, ablation=ab) + ".predictions.parquet"
+                    group["lenses"][kind] = LENS.format(**where, ablation=ab, lens=lens) if trains else None
+                groups.append(group)
+    return groups
+
+
+def analysis_lens(config: dict, experiment: str) -> dict:
+    name = config["experiments"][experiment]["lens"]
+    return {"name": name, "spec": lens_params(config, name)}
+
+
+def analysis_inputs(config: dict, experiment: str) -> dict[str, list[str]]:
+    groups = analysis_groups(config, experiment)
+    return {"data": sorted({g["data"] for g in groups}),
+            "models": [m for g in groups for m in g["models"].values()],
+            "predictions": [p for g in groups for p in g["predictions"].values()],
+            "lenses": [x for g in groups for x in g["lenses"].values() if x]}
+
+
+def analysis_targets(config: dict) -> list[str]:
+    """Analyses of the experiments to run that name a lens (the `analyses` target)."""
+    return [f"results/analysis/{exp}{ext}" for exp in experiments_to_run(config)
+            if "lens" in config["experiments"][exp] for ext in ANALYSIS_EXTENSIONS]

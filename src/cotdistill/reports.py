@@ -363,7 +363,7 @@ def write_table(summary: pd.DataFrame, tests: pd.DataFrame, claim_rows: list[dic
         tmp.write_text(tex.to_latex(caption=title, label=f"tab:{Path(out_prefix).name}"))
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -372,18 +372,18 @@ def _pyplot():
     return plt
 
 
-def _save(fig, out_prefix: str) -> None:
+def save_figure(fig, out_prefix: str) -> None:
     for ext in ("png", "pdf"):
         with io.atomic_path(f"{out_prefix}.{ext}") as tmp:
             fig.savefig(tmp, format=ext, dpi=150)
-    _pyplot().close(fig)
+    pyplot().close(fig)
 
 
 def write_sweep_figure(summary: pd.DataFrame, config: dict, kind: ReportKind, title: str, out_prefix: str) -> None:
     """Accuracy against the swept parameter (Figures 3 and 4): one panel per dataset x student, one line per
     series of the sweep (e.g. mask before / after), interval bands, and the levels of the other ablations
     (no CoT, CoT before, CoT after, ...) as horizontal lines."""
-    plt = _pyplot()
+    plt = pyplot()
     specs = config["ablations"]
     groups = list(dict.fromkeys(zip(summary["dataset"], summary["student"])))
     fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 3.8), squeeze=False)
@@ -409,7 +409,7 @@ def write_sweep_figure(summary: pd.DataFrame, config: dict, kind: ReportKind, ti
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, out_prefix)
+    save_figure(fig, out_prefix)
 
 
 def _varies(rows: pd.DataFrame, specs: dict, key: str) -> bool:
@@ -418,7 +418,7 @@ def _varies(rows: pd.DataFrame, specs: dict, key: str) -> bool:
 
 def write_figure(summary: pd.DataFrame, title: str, out_prefix: str) -> None:
     """Grouped bars (one group per dataset x student, one bar per ablation) with interval error bars."""
-    plt = _pyplot()
+    plt = pyplot()
     groups = list(dict.fromkeys(zip(summary["dataset"], summary["student"])))
     abls = list(dict.fromkeys(summary["ablation"]))
     width = 0.8 / len(abls)
@@ -443,7 +443,7 @@ def write_figure(summary: pd.DataFrame, title: str, out_prefix: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, out_prefix)
+    save_figure(fig, out_prefix)
 
 
 def appended_words(targets: str) -> dict[str, list[str]]:
