@@ -217,7 +217,8 @@ def test_analysis_reads_each_placement_and_trains_lenses_only_for_tuned():
     assert len(groups) == 1 and groups[0]["max_source"] == 512
     assert groups[0]["models"]["cot_before"] == "results/models/csqa/palm540b/smollm2-135m/cot_before/seed0"
     assert groups[0]["lenses"]["none"] == "results/lens/csqa/palm540b/smollm2-135m/none/seed0/tuned"
-    logit = _with(lambda c: c["experiments"]["table1"].update(lens="logit"))
+    logit = _with(lambda c: (c["experiments"]["table1"].update(lens="logit"), c.pop("lenses")))
+    check(logit, SCHEMA)  # the logit lens is built in
     assert cfg.analysis_inputs(logit, "table1")["lenses"] == []
     assert cfg.lens_params(BASE, "tuned") == cfg.lens_params(_with(lambda c: c["lenses"].update(
         renamed=c["lenses"]["tuned"])), "renamed")  # the name is not part of a lens's identity

@@ -9,7 +9,7 @@ import torch
 from cotdistill import analysis, lens
 from cotdistill.ablations import MARK
 from cotdistill.io import read_parquet, write_parquet
-from cotdistill.targets import build_targets
+from cotdistill.targets import build_targets, format_source
 
 from .conftest import ROOT, build_tiny_gpt2, gpt2_tokenizer
 
@@ -47,6 +47,10 @@ def test_lens_shapes_and_identity_at_the_last_layer(arch):
     mask[1, 5:] = 0
     states, logits = lens.residuals(model, ids, mask)
     assert len(states) == 4 and all(s.shape == (2, 7, 32) for s in states)
+    # the hooks on the resolved layer stack see what transformers reports as hidden states (before the final norm)
+    hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    for ours, theirs in zip(states[:-1], hidden[:-1], strict=True):
+        torch.testing.assert_close(ours, theirs)
     # the final norm and unembedding, resolved per architecture, turn the last block's output into the model's logits
     torch.testing.assert_close(lens.ResolvedUnembed(model)(states[-1]), logits, atol=1e-5, rtol=1e-4)
     tuned = lens.make_lens(model, "tuned")
@@ -103,8 +107,8 @@ def test_lens_rule_saves_a_loadable_lens(tiny_gpt2, tmp_path):
     from transformers import AutoModelForCausalLM
 
     write_parquet(_targets(24), tmp_path / "targets.parquet")
-    spec = {"kind": "tuned", **PARAMS, "steps": 3}
-    lens.lens_files(str(tiny_gpt2), str(tmp_path / "targets.parquet"), spec, str(tmp_path / "lens"), seed=0)
+    params = {"kind": "tuned", **PARAMS, "steps": 3}
+    lens.lens_files(str(tiny_gpt2), str(tmp_path / "targets.parquet"), params, str(tmp_path / "lens"), seed=0)
     assert {p.name for p in (tmp_path / "lens").iterdir()} == {"params.pt", "config.json", "train.json"}
     model = AutoModelForCausalLM.from_pretrained(tiny_gpt2)
     loaded = lens.load_lens(model, "tuned", str(tmp_path / "lens"))
@@ -134,10 +138,14 @@ def test_first_confident_layer_needs_every_layer_above():
 
 
 def test_encode_item_ends_at_the_labels_first_token():
+    from cotdistill.training import encode
+
     tok = gpt2_tokenizer()
+    full = encode(tok, ["Question: where?\nAnswer:"], ["it is kept there [FIN_LABEL] front door [FIN_LABEL]"], [53],
+                  512, 256)[0]["input_ids"][0]
     ids, start, label_pos = analysis.encode_item(tok, "Question: where?\nAnswer:", "it is kept there",
                                                  "front door", 512)
-    assert len(ids) == label_pos + 1
+    assert len(ids) == label_pos + 1 and ids == full[:len(ids)]  # the fine-tune's own tokens, up to the label
     assert tok.decode(ids[label_pos]) == " front"
     assert tok.decode(ids[start:label_pos]) == " it is kept there [FIN_LABEL]"
     ids2, start2, label_pos2 = analysis.encode_item(tok, "Question: where?\nAnswer:", None, "front door", 512)
@@ -174,16 +182,27 @@ def test_analysis_writes_parquet_heatmap_and_summary(tmp_path):
     before = df[df["placement"] == "cot_before"]
     assert before["to_label"].min() < df[df["placement"] == "none"]["to_label"].min()  # rationale positions first
     assert (df.groupby(["placement", "id"])["to_label"].max() == 0).all()
+    # at the output layer, the probability is the model's own next-token probability of the label's first token
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(group["models"]["none"])
+    item = rows.iloc[1].to_dict()
+    ids, _, label_pos = analysis.encode_item(gpt2_tokenizer(), format_source(item), None, item["answer_text"], 512)
+    with torch.no_grad():
+        p = model(torch.tensor([ids])).logits[0, label_pos - 1].softmax(-1)[ids[label_pos]].item()
+    none = df[(df["placement"] == "none") & (df["id"] == item["id"])]
+    assert none.loc[(none["layer"] == 2) & (none["to_label"] == 0), "probability"].item() == pytest.approx(p, rel=1e-4)
+    assert len(none) == 3 * (len(gpt2_tokenizer()(" [FIN_LABEL]")["input_ids"]) + 1)  # layers x positions
     grid = analysis.heatmap_grid(before)
     expected = before[(before["layer"] == 1) & (before["to_label"] == 0)]["probability"].mean()
     assert grid.loc[1, 0] == pytest.approx(expected)
 
 
-
 def test_position_subsample_is_seeded_per_example_and_epoch():
-    seq = (list(range(30)), [t >= 10 for t in range(30)])
-    a = lens.subsample(seq, 5, seed=0, row=3, epoch=1)
-    assert a == lens.subsample(seq, 5, seed=0, row=3, epoch=1) and sum(a[1]) == 5
+    seq = ("id-1", list(range(30)), [t >= 10 for t in range(30)])
+    a = lens.subsample(seq, 5, seed=0, epoch=1)
+    assert a == lens.subsample(seq, 5, seed=0, epoch=1) and sum(a[1]) == 5
     assert all(t >= 10 for t, k in enumerate(a[1]) if k)
-    assert a != lens.subsample(seq, 5, seed=0, row=3, epoch=2)
-    assert lens.subsample(seq, 0, seed=0, row=3, epoch=1) == seq == lens.subsample(seq, 25, 0, 3, 1)
+    assert a != lens.subsample(seq, 5, seed=0, epoch=2)
+    assert a != lens.subsample(("id-2", *seq[1:]), 5, seed=0, epoch=1)
+    assert lens.subsample(seq, 0, seed=0, epoch=1) == seq[1:] == lens.subsample(seq, 25, 0, 1)

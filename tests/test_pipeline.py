@@ -54,7 +54,7 @@ def write(workdir: Path, config: dict) -> None:
 
 def planned(workdir: Path, *targets: str) -> dict[str, int]:
     """Jobs a dry run would start, per rule (for the default target, or `targets`)."""
-    out = smk(workdir, "-n", "--quiet", "rules", *targets).stdout
+    out = smk(workdir, *targets, "-n", "--quiet", "rules").stdout
     counts = {}
     for line in out.splitlines():
         parts = line.split()

@@ -6,7 +6,7 @@ logs.setup(snakemake.log[0])
 lens.lens_files(
     model_dir=snakemake.input.model,
     targets=snakemake.input.targets,
-    spec=snakemake.params.lens,
+    params=snakemake.params.lens,
     out_dir=snakemake.output[0],
     seed=snakemake.params.seed,
     threads=snakemake.threads,

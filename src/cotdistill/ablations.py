@@ -159,8 +159,13 @@ def example_rng(seed: int, spec: dict, example_id: str) -> np.random.Generator:
     """A generator for one example's perturbation, from (global seed, the kind and its seeded parameters, example
     id) alone."""
     abl = ABLATIONS.get(spec["kind"])
-    key = json.dumps([seed, abl.seed_spec(spec["kind"], spec), str(example_id)], sort_keys=True)
-    return np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:16], "little"))
+    return keyed_rng(seed, abl.seed_spec(spec["kind"], spec), str(example_id))
+
+
+def keyed_rng(*key: object) -> np.random.Generator:
+    """A generator seeded from a JSON-able key alone (no stream state): the same key, the same draws."""
+    text = json.dumps(list(key), sort_keys=True)
+    return np.random.default_rng(int.from_bytes(hashlib.sha256(text.encode()).digest()[:16], "little"))
 
 
 def _place(rationale: str, label: str, position: str) -> str:

@@ -23,13 +23,14 @@ import torch
 from tqdm.auto import tqdm
 
 from . import io, lens as lenses
-from .ablations import MARK
+from .ablations import MARK, wrap_label
+from .config import PLACEMENT_KINDS as PLACEMENTS
 from .reports import published, pyplot, save_figure
 from .targets import format_source, label_string
+from .training import encode
 
 log = logging.getLogger(__name__)
 
-PLACEMENTS = ("none", "cot_before", "cot_after")  # ablation kinds, in the paper's panel order
 COLUMNS = ["dataset", "student", "seed", "placement", "id", "layer", "position", "to_label", "probability"]
 THRESHOLD, SHARE = 0.6, 0.8
 
@@ -54,15 +55,19 @@ def rationale_of(generated: str, row_id: str) -> str:
 
 
 def encode_item(tok, source: str, rationale: str | None, label: str, max_source: int) -> tuple[list[int], int, int]:
-    """(ids up to and including the label's first token, first target position, label's first token position),
-    tokenized as `training.encode` tokenizes: the source, then " " + target."""
-    src = tok(source, add_special_tokens=True)["input_ids"][-max_source:]
+    """(ids up to and including the label's first token, first target position, label's first token position):
+    the source and the whole target ``[<rationale>] [FIN_LABEL] <label> [FIN_LABEL]`` through `training.encode`,
+    exactly as the fine-tune tokenized it, cut after the label's first token."""
     before = f"{rationale} {MARK}" if rationale else MARK
+    target = f"{before} {wrap_label(label)[len(MARK) + 1:]}"
+    enc, _ = encode(tok, [source], [target], [len(target)], max_source, 10**9)
+    ids, labels = enc["input_ids"][0], enc["labels"][0]
+    start = labels.count(-100)  # the source's positions
     head = tok(" " + before, add_special_tokens=False)["input_ids"]
-    full = tok(" " + f"{before} {label}", add_special_tokens=False)["input_ids"]
-    if full[:len(head)] != head or len(full) == len(head):
+    label_pos = start + len(head)
+    if ids[start:label_pos] != head or label_pos >= len(ids):
         raise ValueError(f"label {label!r} does not start at a token boundary after {MARK!r} with this tokenizer")
-    return src + full[:len(head) + 1], len(src), len(src) + len(head)
+    return ids[:label_pos + 1], start, label_pos
 
 
 @torch.no_grad()
@@ -102,10 +107,12 @@ def first_confident_layer(probs: pd.DataFrame, threshold: float = THRESHOLD, sha
     return layer
 
 
-def summarise(df: pd.DataFrame, model_types: dict[str, str]) -> pd.DataFrame:
+def summarise(df: pd.DataFrame, model_types: dict[str, str], lens_kind: str = "tuned") -> pd.DataFrame:
     """One row per (dataset, student, seed, placement): items, layers, the 80%/0.6 layer, the paper's where the
-    architecture matches (same model type and layer count)."""
+    setting matches (a tuned lens on the same model type and layer count)."""
     pub = published("mysteries_lens")
+    if lens_kind != "tuned":
+        pub = pub.iloc[0:0]
     rows = []
     for (ds, st, seed, placement), g in df.groupby(["dataset", "student", "seed", "placement"], sort=False):
         layers = int(g["layer"].max())
@@ -116,7 +123,7 @@ def summarise(df: pd.DataFrame, model_types: dict[str, str]) -> pd.DataFrame:
                      "items": g["id"].nunique(), "layers": layers, "layer_80_06": first_confident_layer(g),
                      "final_share_06": float((final["probability"] > THRESHOLD).mean()),
                      "paper_layer": int(match["layer"].iloc[0]) if len(match) else None})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).astype({"layer_80_06": "Int64", "paper_layer": "Int64"})
 
 
 def write_heatmaps(df: pd.DataFrame, title: str, out_prefix: str, width: int = 40) -> None:
@@ -180,9 +187,15 @@ def analysis_files(groups: list[dict], lens_spec: dict, lens_name: str, label_fo
     frames, model_types = [], {}
     for g in groups:
         data = io.read_parquet(g["data"], required=["id"]).astype({"id": str}).set_index("id")
-        preds = {p: io.read_parquet(g["predictions"][p]).astype({"id": str}) for p in PLACEMENTS}
+        preds = {p: io.read_parquet(g["predictions"][p], required=["id", "generated", "predicted_class",
+                                                                     "gold_class"]).astype({"id": str})
+                 for p in PLACEMENTS}
         ids = common_correct(preds)
         where = f"{g['dataset']} / {g['student']} / seed {g['seed']}"
+        unknown = sorted(set(ids) - set(data.index))
+        if unknown:
+            raise ValueError(f"{where}: predicted ids {unknown[:3]} are not in {g['data']}: predictions and test "
+                             f"data do not align")
         if not ids:
             raise ValueError(f"{where}: no test item is predicted correctly by every placement "
                              f"({', '.join(PLACEMENTS)}); nothing to analyse (collapsed models?)")
@@ -207,7 +220,7 @@ def analysis_files(groups: list[dict], lens_spec: dict, lens_name: str, label_fo
     df = pd.concat(frames, ignore_index=True)[COLUMNS]
     if not np.isfinite(df["probability"]).all():
         raise FloatingPointError("non-finite lens probabilities")
-    summary = summarise(df, model_types)
+    summary = summarise(df, model_types, lens_spec["kind"])
     io.write_parquet(df, f"{out_prefix}.parquet")
     with io.atomic_path(f"{out_prefix}.csv") as tmp:
         summary.to_csv(tmp, index=False)

@@ -159,6 +159,16 @@ def _check_ablation_links(config: dict, name: str, spec: dict) -> None:
                           f"file or folder of human-picked words)")
 
 
+def _check_lens(config: dict, name: str, exp: dict) -> None:
+    _choice(exp["lens"], list(lens_entries(config)), f"experiments.{name}.lens", "lenses entry")
+    kinds = [ablation_spec(config, a)["kind"] for a in exp.get("ablations", [])]
+    lacking = [k for k in PLACEMENT_KINDS if k not in kinds]
+    if lacking or not exp.get("students"):
+        raise ConfigError(f"config key 'experiments.{name}.lens': the layer-wise analysis compares models of "
+                          f"ablation kinds {', '.join(PLACEMENT_KINDS)}; this experiment has no "
+                          f"{', '.join(lacking) or 'students'}")
+
+
 def check(config: dict, schema_path: str | Path) -> None:
     """Raise ConfigError for the first problem found; return silently for a runnable config."""
     expand(config)
@@ -189,21 +199,13 @@ def check(config: dict, schema_path: str | Path) -> None:
         if not any(k in spec for k in VECTOR_SOURCE_KEYS[spec["source"]]):
             raise ConfigError(f"config key 'word_vectors.{name}.{VECTOR_SOURCE_KEYS[spec['source']][0]}' is required "
                               f"for source {spec['source']!r}")
-    for name, spec in (config.get("lenses") or {}).items():
+    for name, spec in lens_entries(config).items():
         _choice(spec["kind"], LENSES.names(), f"lenses.{name}.kind", "lens kind")
         try:
             resolve_lens(spec, name)
         except AblationParamError as err:
             raise ConfigError(f"config key 'lenses.{name}.{err.key}' {err} (kind {spec['kind']!r})") from None
     for name, exp in config["experiments"].items():
-        if "lens" in exp:
-            _choice(exp["lens"], list(config.get("lenses") or {}), f"experiments.{name}.lens", "lenses entry")
-            kinds = [ablation_spec(config, a)["kind"] for a in exp.get("ablations", [])]
-            lacking = [k for k in PLACEMENT_KINDS if k not in kinds]
-            if lacking or not exp.get("students"):
-                raise ConfigError(f"config key 'experiments.{name}.lens': the layer-wise analysis compares models "
-                                  f"of ablation kinds {', '.join(PLACEMENT_KINDS)}; this experiment has no "
-                                  f"{', '.join(lacking) or 'students'}")
         for i, ds in enumerate(exp["datasets"]):
             _choice(ds, list(config["datasets"]), f"experiments.{name}.datasets[{i}]", "dataset")
         _choice(exp["teacher"], list(config["teachers"]), f"experiments.{name}.teacher", "teacher")
@@ -213,6 +215,8 @@ def check(config: dict, schema_path: str | Path) -> None:
                 _choice(item, choices, f"experiments.{name}.{key}[{i}]", section if key != "compare_to"
                         else "ablation of this experiment")
         _choice(exp.get("report", "table1"), REPORTS.names(), f"experiments.{name}.report", "report kind")
+        if "lens" in exp:
+            _check_lens(config, name, exp)
         teacher = config["teachers"][exp["teacher"]]
         if teacher["backend"] == "precomputed":
             for ds in exp["datasets"]:
@@ -518,9 +522,14 @@ LENS = "results/lens/{dataset}/{teacher}/{student}/{ablation}/seed{seed}/{lens}"
 ANALYSIS_EXTENSIONS = (".parquet", ".csv", ".md", ".png", ".pdf")
 
 
+def lens_entries(config: dict) -> dict[str, dict]:
+    """The config's `lenses` over the built-in ones (`defaults.LENSES`: `logit` is always there)."""
+    return {**defaults.LENSES, **(config.get("lenses") or {})}
+
+
 def lens_params(config: dict, name: str) -> dict:
     """A lens's kind and resolved parameters: what decides it, never its name."""
-    return canonical(resolve_lens(_named(config, "lenses", name), name))
+    return canonical(resolve_lens(_named({"lenses": lens_entries(config)}, "lenses", name), name))
 
 
 def lens_sequence_limits(config: dict, student: str) -> dict[str, int]:

@@ -35,3 +35,6 @@ TEACHER_NOT_IN_CACHE_KEY = TEACHER_BOOKKEEPING + ("policy", "retries")
 
 # Dataset entries: `overlap` decides what happens when two splits share items (README, "Datasets").
 DATASET: dict[str, Any] = {"splits": ["train", "test"], "overlap": "error"}
+
+# Lenses (config key `lenses`): entries every config has; the logit lens needs no training and no settings.
+LENSES: dict[str, dict] = {"logit": {"kind": "logit"}}

@@ -9,7 +9,7 @@ to the lens's at every layer; SGD with Nesterov momentum at ``lr * (1 - momentum
 gradient norm clipped at 1).
 
 Layer indices: residual ``0`` is the input of the first block (the embeddings, scaled as the model scales them),
-residual ``l`` the output of block ``l``; residual ``L`` (after the last block) read through the final norm and
+residual ``l`` the stream after ``l`` blocks; residual ``L`` (after the last block) read through the final norm and
 unembedding *is* the model's output, so a lens has translators for ``0 .. L-1`` only.
 """
 
@@ -27,8 +27,9 @@ from tqdm.auto import tqdm
 from tuned_lens.nn import LogitLens, TunedLens, TunedLensConfig, Unembed
 
 from . import io, lenskinds
+from .ablations import UNK, keyed_rng
 from .targets import TARGET_COLUMNS
-from .training import encode, marker_ends
+from .training import Collator, encode, marker_ends
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,6 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "phi": ("model.final_layernorm", "model.layers"),
     "phi3": ("model.norm", "model.layers"),
     "gpt_neox": ("gpt_neox.final_layer_norm", "gpt_neox.layers"),
-    "opt": ("model.decoder.final_layer_norm", "model.decoder.layers"),
 }
 
 
@@ -127,12 +127,9 @@ def residuals(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> t
 
 
 def pad_batch(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, seqs))
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)], mask[i, :len(s)] = torch.tensor(s), 1
-    return ids, mask
+    """(input ids, attention mask), right-padded as the fine-tune's `training.Collator` pads."""
+    batch = Collator(pad)([{"input_ids": s, "labels": s} for s in seqs])
+    return batch["input_ids"], batch["attention_mask"]
 
 
 def layer_kl(model, lens, batch: list[tuple[list[int], list[bool]]], pad: int, grad: bool) -> torch.Tensor:
@@ -160,27 +157,30 @@ def layer_kl(model, lens, batch: list[tuple[list[int], list[bool]]], pad: int, g
 
 
 def training_sequences(tok, targets: pd.DataFrame, max_source: int, max_target: int,
-                       positions: str) -> list[tuple[list[int], list[bool]]]:
-    """(token ids, positions to train on) per target row, tokenized exactly as the fine-tune saw them."""
-    enc, _ = encode(tok, list(targets["source"]), list(targets["target"]), marker_ends(targets), max_source,
-                    max_target, list(targets["id"].astype(str)), overlong="drop")
+                       positions: str) -> list[tuple[str, list[int], list[bool]]]:
+    """(id, token ids, positions to train on) per target row, tokenized exactly as the fine-tune saw them."""
+    ids = list(targets["id"].astype(str))
+    enc, dropped = encode(tok, list(targets["source"]), list(targets["target"]), marker_ends(targets), max_source,
+                          max_target, ids, overlong="drop")
+    if dropped:
+        log.info("%d target rows left out: their label lies beyond max_target_tokens = %d", len(dropped), max_target)
+    kept = [i for i in ids if i not in set(dropped)]
     out = []
-    for ids, labels in zip(enc["input_ids"], enc["labels"], strict=True):
+    for rid, seq, labels in zip(kept, enc["input_ids"], enc["labels"], strict=True):
         # position t predicts token t+1: the target's positions start at the last source token
-        keep = [positions == "all" or (t + 1 < len(labels) and labels[t + 1] != -100) for t in range(len(ids))]
-        out.append((ids, keep))
+        keep = [positions == "all" or (t + 1 < len(labels) and labels[t + 1] != -100) for t in range(len(seq))]
+        out.append((rid, seq, keep))
     return out
 
 
-def subsample(seq: tuple[list[int], list[bool]], n: int, seed: int, row: int,
-              epoch: int) -> tuple[list[int], list[bool]]:
-    """`seq` with at most `n` of its selected positions kept (all for n = 0), drawn from a generator seeded by
-    (seed, row, epoch): the same draw whatever the batch composition."""
-    ids, keep = seq
+def subsample(seq: tuple[str, list[int], list[bool]], n: int, seed: int, epoch: int) -> tuple[list[int], list[bool]]:
+    """(ids, positions) with at most `n` of the selected positions kept (all for n = 0), drawn from a generator
+    keyed by (seed, example id, epoch): the same draw whatever the other rows or the batch composition."""
+    rid, ids, keep = seq
     chosen = [t for t, k in enumerate(keep) if k]
     if not n or len(chosen) <= n:
-        return seq
-    picked = set(np.random.default_rng([seed, row, epoch]).choice(chosen, size=n, replace=False).tolist())
+        return ids, keep
+    picked = set(keyed_rng(seed, "lens-positions", rid, epoch).choice(chosen, size=n, replace=False).tolist())
     return ids, [t in picked for t in range(len(keep))]
 
 
@@ -190,13 +190,16 @@ def train_lens(model, tok, targets: pd.DataFrame, params: dict, seed: int, max_s
     the per-step loss and the held-out KL per layer before and after training."""
     model.eval().requires_grad_(False)
     rows = targets.sample(frac=1.0, random_state=seed).reset_index(drop=True)
-    heldout_n = min(params["heldout"], len(rows) // 2)
-    if heldout_n < 1 or len(rows) - heldout_n < 1:
-        raise ValueError(f"lens training needs at least 2 target rows, got {len(rows)}")
     seqs = training_sequences(tok, rows, max_source, max_target, params["positions"])
-    heldout, train = seqs[:heldout_n], seqs[heldout_n:]
+    heldout_n = min(params["heldout"], len(seqs) // 2)
+    if heldout_n < 1:
+        raise ValueError(f"lens training needs at least 2 usable target rows, got {len(seqs)} of {len(rows)}")
+    if heldout_n < params["heldout"]:
+        log.warning("heldout %d cut to %d: half of the %d usable rows", params["heldout"], heldout_n, len(seqs))
+    heldout = [(ids, keep) for _, ids, keep in seqs[:heldout_n]]
+    train = seqs[heldout_n:]
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    lens = make_lens(model, "tuned")
+    lens = make_lens(model, "tuned").to(next(model.parameters()).device)
     translators = lens.layer_translators
     opt = torch.optim.SGD(translators.parameters(), lr=params["lr"] * (1 - params["momentum"]),
                           momentum=params["momentum"], nesterov=True, weight_decay=params["weight_decay"])
@@ -216,7 +219,7 @@ def train_lens(model, tok, targets: pd.DataFrame, params: dict, seed: int, max_s
         while len(order) < params["batch_size"]:  # epochs of the training rows, reshuffled each time
             epochs += 1
             order += [(i, epochs) for i in rng.permutation(len(train)).tolist()]
-        batch = [subsample(train[i], params["positions_per_example"], seed, i, epoch)
+        batch = [subsample(train[i], params["positions_per_example"], seed, epoch)
                  for i, epoch in order[:params["batch_size"]]]
         order = order[params["batch_size"]:]
         opt.zero_grad(set_to_none=False)
@@ -238,17 +241,20 @@ def train_lens(model, tok, targets: pd.DataFrame, params: dict, seed: int, max_s
     return lens, summary
 
 
-def lens_files(model_dir: str, targets: str, spec: dict, out_dir: str, seed: int, threads: int = 1,
+def lens_files(model_dir: str, targets: str, params: dict, out_dir: str, seed: int, threads: int = 1,
                max_source: int = 512, max_target: int = 256) -> dict:
-    """The `lens` rule: train a tuned lens for the model in `model_dir` on its training targets and save it with
-    tuned-lens's own format (``params.pt``, ``config.json``) plus ``train.json`` (the loss log)."""
+    """The `lens` rule: train a tuned lens (`params`: resolved, as `config.lens_params` gives them) for the model
+    in `model_dir` on its training targets and save it in tuned-lens's own format (``params.pt``,
+    ``config.json``) plus ``train.json`` (the loss log)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(threads)
-    params = lenskinds.resolve(spec, spec["kind"])
     if not lenskinds.LENSES.get(params["kind"]).trains:
         raise ValueError(f"lens kind {params['kind']!r} needs no training")
     df = io.read_parquet(targets, required=TARGET_COLUMNS)
+    if df["target"].str.contains(UNK, regex=False).any():
+        raise ValueError(f"{targets}: targets hold the filler placeholder {UNK!r}; lenses are trained only for "
+                         f"models whose targets are text as they saw it (no filler ablations)")
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.to("cuda" if torch.cuda.is_available() else "cpu")

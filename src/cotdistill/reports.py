@@ -422,7 +422,7 @@ def write_figure(summary: pd.DataFrame, title: str, out_prefix: str) -> None:
     groups = list(dict.fromkeys(zip(summary["dataset"], summary["student"])))
     abls = list(dict.fromkeys(summary["ablation"]))
     width = 0.8 / len(abls)
-    fig, ax = plt.subplots(figsize=(max(5, 2.2 * len(groups)), 3.8))
+    fig, ax = plt.subplots(figsize=(max(5, 2.2 * len(groups)) + 1.6, 3.8), layout="constrained")
     for j, ab in enumerate(abls):
         xs, ys, err = [], [], [[], []]
         for i, (ds, st) in enumerate(groups):
@@ -441,8 +441,7 @@ def write_figure(summary: pd.DataFrame, title: str, out_prefix: str) -> None:
     ax.set_xticks(range(len(groups)), [f"{ds}\n{st}" for ds, st in groups])
     ax.set_ylabel("accuracy % (95% CI, items x seeds)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: bars stay visible
     save_figure(fig, out_prefix)
 
 
