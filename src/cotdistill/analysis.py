@@ -37,12 +37,7 @@ THRESHOLD, SHARE = 0.6, 0.8
 
 def common_correct(predictions: dict[str, pd.DataFrame]) -> list[str]:
     """Ids of the items every placement's predictions got right, sorted."""
-    sets = []
-    for name, df in predictions.items():
-        missing = {"id", "predicted_class", "gold_class"} - set(df.columns)
-        if missing:
-            raise ValueError(f"predictions of {name!r} lack columns {sorted(missing)}")
-        sets.append(set(df.loc[df["predicted_class"] == df["gold_class"], "id"].astype(str)))
+    sets = [set(df.loc[df["predicted_class"] == df["gold_class"], "id"].astype(str)) for df in predictions.values()]
     return sorted(set.intersection(*sets)) if sets else []
 
 
@@ -58,8 +53,8 @@ def encode_item(tok, source: str, rationale: str | None, label: str, max_source:
     """(ids up to and including the label's first token, first target position, label's first token position):
     the source and the whole target ``[<rationale>] [FIN_LABEL] <label> [FIN_LABEL]`` through `training.encode`,
     exactly as the fine-tune tokenized it, cut after the label's first token."""
-    before = f"{rationale} {MARK}" if rationale else MARK
-    target = f"{before} {wrap_label(label)[len(MARK) + 1:]}"
+    target = f"{rationale} {wrap_label(label)}" if rationale else wrap_label(label)
+    before = f"{rationale} {MARK}" if rationale else MARK  # the target up to the label
     enc, _ = encode(tok, [source], [target], [len(target)], max_source, 10**9)
     ids, labels = enc["input_ids"][0], enc["labels"][0]
     start = labels.count(-100)  # the source's positions
@@ -77,12 +72,12 @@ def label_probabilities(model, lens, tok, items: list[dict], batch_size: int = 8
     model.eval()
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     n_layers = len(lenses.resolve(model).layers)
+    device = next(model.parameters()).device
     out = []
     order = sorted(range(len(items)), key=lambda i: len(items[i]["ids"]))
     for b in tqdm(range(0, len(order), batch_size), desc="lens probabilities", unit="batch"):
         batch = [items[i] for i in order[b:b + batch_size]]
         ids, mask = lenses.pad_batch([it["ids"] for it in batch], pad)
-        device = next(model.parameters()).device
         states, logits = lenses.residuals(model, ids.to(device), mask.to(device))
         for j, it in enumerate(batch):
             pos = torch.arange(it["start"] - 1, it["label_pos"])

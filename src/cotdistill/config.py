@@ -444,6 +444,7 @@ def converted_student(config: dict, student: str) -> str | list:
     return f"results/hf/{student}" if student_spec(config, student)["source"] == "gguf" else []
 
 
+MODEL = "results/models/{dataset}/{teacher}/{student}/{ablation}/seed{seed}"
 EVAL = "results/eval/{dataset}/{teacher}/{student}/{ablation}/seed{seed}"
 
 
@@ -561,7 +562,7 @@ def analysis_groups(config: dict, experiment: str) -> list[dict]:
                          "max_source": lens_sequence_limits(config, st)["max_source"],
                          "models": {}, "predictions": {}, "lenses": {}}
                 for kind, ab in placements(config, experiment).items():
-                    group["models"][kind] = f"results/models/{ds}/{e['teacher']}/{st}/{ab}/seed{seed}"
+                    group["models"][kind] = MODEL.format(**where, ablation=ab)
                     group["predictions"][kind] = EVAL.format(**where, ablation=ab) + ".predictions.parquet"
                     group["lenses"][kind] = LENS.format(**where, ablation=ab, lens=lens) if trains else None
                 groups.append(group)

@@ -164,7 +164,8 @@ def training_sequences(tok, targets: pd.DataFrame, max_source: int, max_target: 
                           max_target, ids, overlong="drop")
     if dropped:
         log.info("%d target rows left out: their label lies beyond max_target_tokens = %d", len(dropped), max_target)
-    kept = [i for i in ids if i not in set(dropped)]
+    gone = set(dropped)
+    kept = [i for i in ids if i not in gone]
     out = []
     for rid, seq, labels in zip(kept, enc["input_ids"], enc["labels"], strict=True):
         # position t predicts token t+1: the target's positions start at the last source token
