@@ -2,9 +2,11 @@
 
 (a) evaluation: greedy decoding that stops at the closing [FIN_LABEL] marker against generating all 256 new tokens,
     same model and inputs; reports examples/s, the ratio, and whether both give identical labels.
-(b) fine-tuning: dynamic padding with length-grouped batches against padding every batch to the maximum length
-    (max_source_tokens + max_target_tokens) in random order; reports real (non-pad) tokens/s, the ratio and the
-    pad fraction of each.
+(b) fine-tuning: the project's Trainer path against a plain loop (forward + backward + AdamW step, nothing else) on
+    batches of the same dataloader, same model and precision; and dynamic padding with length-grouped batches
+    against padding every batch to the maximum length. Reports real (non-pad) tokens/s, model FLOP utilisation
+    (6 x parameters x tokens/s over the matmul peak in the training precision, measured in the same process), the
+    pad fraction, and with --profile torch.profiler's top operators of one step.
 
 Run after the main job (it uses its converted student, targets and fine-tuned CoT-after model):
     .venv/bin/python bench/bench_eval_train.py
@@ -19,11 +21,11 @@ import time
 
 import pandas as pd
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback
 
 from cotdistill.evaluation import generate, parse_label
 from cotdistill.targets import format_source
-from cotdistill.training import build_trainer
+from cotdistill.training import build_trainer, matmul_peak
 
 RUN = "csqa/palm540b/smollm2-135m/cot_after"
 
@@ -47,16 +49,23 @@ def bench_eval(model_dir: str, data: str, n: int, batch_size: int, threads: int)
 
 
 class StepTimer(TrainerCallback):
-    """Seconds spent in optimizer steps only, so validation and saving do not blur the comparison."""
+    """Seconds and real tokens of optimizer steps after the first (warm-up), so validation, saving and the first
+    step's allocations do not blur the comparison."""
 
     def __init__(self) -> None:
-        self.seconds, self._start = 0.0, 0.0
+        self.seconds, self._start, self._skipped = 0.0, 0.0, 0
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._start = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.seconds += time.perf_counter() - self._start
+        if state.global_step == 1:
+            self._skipped = state.num_input_tokens_seen
+        else:
+            self.seconds += time.perf_counter() - self._start
+
+    def rate(self, state) -> float:
+        return (state.num_input_tokens_seen - self._skipped) / self.seconds
 
 
 def pad_fraction(trainer) -> float:
@@ -67,25 +76,89 @@ def pad_fraction(trainer) -> float:
     return 1 - real / total
 
 
-def bench_train(model_dir: str, targets: str, steps: int, threads: int) -> None:
+def plain_loop(model_dir: str, batches: list[dict], bf16: bool, optimizer) -> float:
+    """Real tokens/s of forward + backward + AdamW step over `batches`, nothing else (the baseline the Trainer
+    path is held to); the first batch warms up and is not timed."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).train()
+    cls, kwargs = optimizer
+    opt = cls(model.parameters(), **kwargs)
+    tokens, seconds = 0, 0.0
+    for k, batch in enumerate(batches):
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        if k:
+            seconds += time.perf_counter() - start
+            tokens += int(batch["attention_mask"].sum())
+    return tokens / seconds
+
+
+def record_batches(trainer) -> list[dict]:
+    """The batches the Trainer trains on, in its order, so the plain loop runs exactly the same work."""
+    seen, compute_loss = [], trainer.compute_loss
+
+    def recording(model, inputs, *args, **kwargs):
+        seen.append({k: v.detach().clone() for k, v in inputs.items() if isinstance(v, torch.Tensor)})
+        return compute_loss(model, inputs, *args, **kwargs)
+
+    trainer.compute_loss = recording
+    return seen
+
+
+def profile_step(run) -> None:
+    """torch.profiler's top operators (self CPU time) over one more Trainer step after training (optimizer state
+    allocated): where a steady step's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    trainer = run.trainer
+    batch = next(iter(trainer.get_train_dataloader()))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        trainer.training_step(trainer.model, batch)
+        trainer.optimizer.step()
+        trainer.optimizer.zero_grad()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+def bench_train(model_dir: str, targets: str, steps: int, threads: int, profile: bool) -> None:
     print(f"(b) fine-tuning {steps} steps, batch 8, {threads} threads, on {targets}")
-    rates = {}
-    for name, settings in (("dynamic + grouped", {"group_by_length": True, "pad_to_max": False}),
-                           ("pad to max", {"group_by_length": False, "pad_to_max": True})):
+    rates, mfu = {}, {}
+    for name, settings in (("trainer (dynamic + grouped)", {"group_by_length": True, "pad_to_max": False}),
+                           ("trainer (pad to max)", {"group_by_length": False, "pad_to_max": True})):
         ckpt = tempfile.mkdtemp()
         run = build_trainer({"source": "local", "path": model_dir}, targets, ckpt,
-                            {"batch_size": 8, "max_steps": steps, "eval_every": 10**6, "lr": 1e-4,
+                            {"batch_size": 8, "max_steps": steps if not settings["pad_to_max"] else 3,
+                             "eval_every": 10**6, "lr": 1e-4,
                              "validation_size": 8, **settings},
                             seed=0, label_first=True, threads=threads)
+        params = sum(p.numel() for p in run.trainer.model.parameters())
+        peak = matmul_peak(torch.bfloat16 if run.bf16 else torch.float32, n=2048, reps=10)
         pads = pad_fraction(run.trainer)
+        batches = record_batches(run.trainer)
         timer = StepTimer()
         run.trainer.add_callback(timer)
         run.trainer.train()
         seconds = timer.seconds
-        rates[name] = run.trainer.state.num_input_tokens_seen / seconds
-        print(f"    {name:>17}: {rates[name]:7.1f} real tokens/s, pad fraction {pads:.1%}, {seconds / steps:.1f} s/step")
+        rates[name] = timer.rate(run.trainer.state)
+        mfu[name] = 6 * params * rates[name] / peak
+        per_step = seconds / (run.trainer.state.global_step - 1)
+        print(f"    {name:>27}: {rates[name]:7.1f} real tokens/s, MFU {mfu[name]:.0%}, pad fraction {pads:.1%}, "
+              f"{per_step:.1f} s/step ({'bf16' if run.bf16 else 'fp32'}; matmul peak {peak / 1e9:.0f} GFLOP/s "
+              f"measured)")
+        if not settings["pad_to_max"]:
+            rates["plain loop"] = plain_loop(model_dir, batches, run.bf16,
+                                             Trainer.get_optimizer_cls_and_kwargs(run.trainer.args))
+            mfu["plain loop"] = 6 * params * rates["plain loop"] / peak
+            print(f"    {'plain loop (same batches)':>27}: {rates['plain loop']:7.1f} real tokens/s, "
+                  f"MFU {mfu['plain loop']:.0%}")
+            if profile:
+                profile_step(run)
         shutil.rmtree(ckpt, ignore_errors=True)
-    print(f"    ratio: {rates['dynamic + grouped'] / rates['pad to max']:.1f}x")
+    print(f"    ratio trainer / plain loop: {rates['trainer (dynamic + grouped)'] / rates['plain loop']:.2f}; "
+          f"dynamic + grouped / pad to max: "
+          f"{rates['trainer (dynamic + grouped)'] / rates['trainer (pad to max)']:.1f}x")
 
 
 def main() -> None:
@@ -98,9 +171,10 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of one step")
     args = p.parse_args()
     bench_eval(args.model, args.data, args.n, args.batch_size, args.threads)
-    bench_train(args.student, args.targets, args.steps, args.threads)
+    bench_train(args.student, args.targets, args.steps, args.threads, args.profile)
 
 
 if __name__ == "__main__":

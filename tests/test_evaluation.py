@@ -51,6 +51,23 @@ def test_marker_stop_per_sequence():
     assert MarkerStop(tok, prompt.shape[1])(ids, None).tolist() == [True, False]
 
 
+def test_marker_stop_decodes_only_at_closing_tokens():
+    """Step by step, as generate calls it: it stops exactly where the second marker closes, and the closing set is
+    every token whose text holds the marker's last character."""
+    from cotdistill.evaluation import closing_ids
+
+    tok = gpt2_tokenizer()
+    closing = closing_ids(tok)
+    assert closing == {i for i in range(len(tok)) if "]" in tok.decode([i])}
+    prompt = tok(["Q"], return_tensors="pt")["input_ids"]
+    gen = tok(" so [FIN_LABEL] B [FIN_LABEL] then [FIN_LABEL]", return_tensors="pt")["input_ids"][0]
+    stop, seen = MarkerStop(tok, prompt.shape[1], closing=closing), []
+    for n in range(1, len(gen) + 1):
+        seen.append(bool(stop(torch.cat([prompt[0], gen[:n]])[None], None)[0]))
+    first = next(n for n in range(1, len(gen) + 1) if tok.decode(gen[:n]).count("[FIN_LABEL]") == 2)
+    assert seen == [n >= first for n in range(1, len(gen) + 1)]
+
+
 def test_generation_stops_at_marker_and_matches_full_length(marker_model):
     """On a model that emits the markers, stopping cuts what follows the label and nothing else."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

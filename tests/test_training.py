@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from cotdistill.ablations import wrap_label
+from cotdistill import training
 from cotdistill.io import write_parquet
 from cotdistill.training import (Collator, OverlongTargetError, checkpoint_dir, encode, last_complete_checkpoint,
                                  marker_ends, run_fingerprint, split_validation)
@@ -137,3 +138,22 @@ def test_validation_budget_is_the_longest_target_up_to_its_marker():
     need = len(tok(" " + filler["target"][0])["input_ids"])  # everything up to and including the closing marker
     assert validation_budget(tok, filler, 256) == need + 2
     assert validation_budget(tok, filler, 5) == 5
+
+
+def test_auto_precision_follows_the_measured_matmul_rate(monkeypatch):
+    """auto takes CPU bf16 only where it measures faster: native bf16 instructions alone do not make it so."""
+    monkeypatch.setattr(training.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: True)
+    rates = {torch.float32: 300e9, torch.bfloat16: 160e9}
+    monkeypatch.setattr(training, "matmul_peak", lambda dtype: rates[dtype])
+    assert not training.use_bf16("auto") and training.use_bf16("bf16") and not training.use_bf16("fp32")
+    rates[torch.bfloat16] = 600e9
+    assert training.use_bf16("auto")
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: False)
+    assert not training.use_bf16("auto")
+    with pytest.raises(ValueError, match="no bf16 support"):
+        training.use_bf16("bf16")
+
+
+def test_matmul_peak_is_a_plausible_rate():
+    assert 1e8 < training.matmul_peak(torch.float32, n=256, reps=2) < 1e14

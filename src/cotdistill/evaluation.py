@@ -33,15 +33,36 @@ COLLAPSE_SHARE = 0.8  # one predicted label for at least this share of items: th
 _LABEL_RE = re.compile(re.escape(ablations.MARK) + r"\s*(.*?)\s*" + re.escape(ablations.MARK), re.S | re.I)
 
 
-class MarkerStop(StoppingCriteria):
-    """Stops each sequence once its generated text holds two markers (the closing one after the label)."""
+def closing_ids(tokenizer) -> frozenset[int]:
+    """Ids of the tokens that hold the marker's last character (as text or as a byte-fallback piece): only such a
+    token can complete a marker."""
+    last = ablations.MARK[-1]
+    byte = f"<0x{ord(last):02X}>"
+    return frozenset(i for i, t in enumerate(tokenizer.convert_ids_to_tokens(range(len(tokenizer))))
+                     if t is not None and (last in t or t.upper() == byte.upper()))
 
-    def __init__(self, tokenizer, prompt_len: int, count: int = 2) -> None:
+
+class MarkerStop(StoppingCriteria):
+    """Stops each sequence once its generated text holds two markers (the closing one after the label).
+
+    After the first step a sequence's text is decoded only when its newest token can close a marker
+    (`closing_ids`), not every tail at every step: the count can only reach `count` at such a token.
+    """
+
+    def __init__(self, tokenizer, prompt_len: int, count: int = 2, closing: frozenset[int] | None = None) -> None:
         self.tok, self.prompt_len, self.count = tokenizer, prompt_len, count
+        self.closing = closing_ids(tokenizer) if closing is None else closing
+        self.done: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        texts = self.tok.batch_decode(input_ids[:, self.prompt_len:], skip_special_tokens=True)
-        return torch.tensor([t.count(ablations.MARK) >= self.count for t in texts], device=input_ids.device)
+        if self.done is None:
+            self.done, check = torch.zeros(len(input_ids), dtype=torch.bool), range(len(input_ids))
+        else:
+            check = [i for i, t in enumerate(input_ids[:, -1].tolist()) if t in self.closing and not self.done[i]]
+        for i in check:
+            text = self.tok.decode(input_ids[i, self.prompt_len:], skip_special_tokens=True)
+            self.done[i] = text.count(ablations.MARK) >= self.count
+        return self.done.to(input_ids.device)
 
 
 def normalise(label: str) -> str:
@@ -92,11 +113,12 @@ def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_si
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     out: list[str] = [""] * len(sources)
     device = next(model.parameters()).device
+    closing = closing_ids(tokenizer) if stop_at_marker else None
     for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
         idx = order[start:start + batch_size]
         enc = tokenizer([sources[i] for i in idx], return_tensors="pt", padding=True).to(device)
         plen = enc["input_ids"].shape[1]
-        stop = StoppingCriteriaList([MarkerStop(tokenizer, plen)]) if stop_at_marker else None
+        stop = StoppingCriteriaList([MarkerStop(tokenizer, plen, closing=closing)]) if stop_at_marker else None
         with torch.inference_mode():
             ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, stopping_criteria=stop,
                                  pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)
