@@ -2,8 +2,9 @@
 
 (a) evaluation: greedy decoding that stops at the closing [FIN_LABEL] marker against generating all 256 new tokens,
     same model and inputs; reports examples/s, the ratio, and whether both give identical labels.
-(b) fine-tuning: the project's Trainer path against a plain loop (forward + backward + AdamW step, nothing else) on
-    batches of the same dataloader, same model and precision; and dynamic padding with length-grouped batches
+(b) fine-tuning: the project's Trainer path (its step includes gradient clipping and the LR scheduler) against a
+    plain loop (forward + backward + the Trainer's AdamW step, nothing else) on the very batches the Trainer trained
+    on, same model and precision; and dynamic padding with length-grouped batches
     against padding every batch to the maximum length. Reports real (non-pad) tokens/s, model FLOP utilisation
     (6 x parameters x tokens/s over the matmul peak in the training precision, measured in the same process), the
     pad fraction, and with --profile torch.profiler's top operators of one step.
@@ -144,7 +145,8 @@ def bench_train(model_dir: str, targets: str, steps: int, threads: int, profile:
         rates[name] = timer.rate(run.trainer.state)
         mfu[name] = 6 * params * rates[name] / peak
         per_step = seconds / (run.trainer.state.global_step - 1)
-        print(f"    {name:>27}: {rates[name]:7.1f} real tokens/s, MFU {mfu[name]:.0%}, pad fraction {pads:.1%}, "
+        print(f"    {name:>27}: {rates[name]:7.1f} real tokens/s, {run.trainer.state.global_step} steps, "
+              f"MFU {mfu[name]:.0%}, pad fraction {pads:.1%}, "
               f"{per_step:.1f} s/step ({'bf16' if run.bf16 else 'fp32'}; matmul peak {peak / 1e9:.0f} GFLOP/s "
               f"measured)")
         if not settings["pad_to_max"]:

@@ -66,6 +66,8 @@ def test_marker_stop_decodes_only_at_closing_tokens():
         seen.append(bool(stop(torch.cat([prompt[0], gen[:n]])[None], None)[0]))
     first = next(n for n in range(1, len(gen) + 1) if tok.decode(gen[:n]).count("[FIN_LABEL]") == 2)
     assert seen == [n >= first for n in range(1, len(gen) + 1)]
+    # reused for a new generation (another batch size, back at the first token): it starts over
+    assert stop(torch.cat([prompt, prompt], 1)[:, :prompt.shape[1] + 1].repeat(2, 1), None).tolist() == [False, False]
 
 
 def test_generation_stops_at_marker_and_matches_full_length(marker_model):

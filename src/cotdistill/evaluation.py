@@ -38,8 +38,9 @@ def closing_ids(tokenizer) -> frozenset[int]:
     token can complete a marker."""
     last = ablations.MARK[-1]
     byte = f"<0x{ord(last):02X}>"
-    return frozenset(i for i, t in enumerate(tokenizer.convert_ids_to_tokens(range(len(tokenizer))))
-                     if t is not None and (last in t or t.upper() == byte.upper()))
+    tokens = tokenizer.convert_ids_to_tokens(range(len(tokenizer)))
+    tokens = [t.decode("latin-1") if isinstance(t, bytes) else t for t in tokens]  # tiktoken-style vocabularies
+    return frozenset(i for i, t in enumerate(tokens) if t is not None and (last in t or t.upper() == byte.upper()))
 
 
 class MarkerStop(StoppingCriteria):
@@ -53,12 +54,16 @@ class MarkerStop(StoppingCriteria):
         self.tok, self.prompt_len, self.count = tokenizer, prompt_len, count
         self.closing = closing_ids(tokenizer) if closing is None else closing
         self.done: torch.Tensor | None = None
+        self.seen = prompt_len
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        if self.done is None:
-            self.done, check = torch.zeros(len(input_ids), dtype=torch.bool), range(len(input_ids))
-        else:
-            check = [i for i, t in enumerate(input_ids[:, -1].tolist()) if t in self.closing and not self.done[i]]
+        n, length = input_ids.shape
+        if self.done is None or len(self.done) != n or length <= self.seen:  # a new generation: check every row
+            self.done, check = torch.zeros(n, dtype=torch.bool), range(n)
+        else:  # every token since the last call, so several tokens per step are covered too
+            new = input_ids[:, self.seen:].tolist()
+            check = [i for i, row in enumerate(new) if not self.done[i] and any(t in self.closing for t in row)]
+        self.seen = length
         for i in check:
             text = self.tok.decode(input_ids[i, self.prompt_len:], skip_special_tokens=True)
             self.done[i] = text.count(ablations.MARK) >= self.count
@@ -120,7 +125,8 @@ def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_si
         plen = enc["input_ids"].shape[1]
         stop = StoppingCriteriaList([MarkerStop(tokenizer, plen, closing=closing)]) if stop_at_marker else None
         with torch.inference_mode():
-            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, stopping_criteria=stop,
+            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                 stopping_criteria=stop,
                                  pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)
         for i, text in zip(idx, tokenizer.batch_decode(ids[:, plen:], skip_special_tokens=True), strict=True):
             out[i] = text

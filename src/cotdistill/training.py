@@ -51,18 +51,24 @@ def cpu_has_bf16() -> bool:
 BF16_MARGIN = 1.25  # bf16 must beat fp32 by this much: near-equal timings must not flip the choice between runs
 
 
-@lru_cache(maxsize=None)
 def matmul_peak(dtype: torch.dtype, n: int = 1024, reps: int = 8) -> float:
-    """This CPU's matmul throughput (FLOP/s) in `dtype` with the current thread count: the precision choice and
-    the benchmark's MFU denominator. Native bf16 instructions do not make bf16 faster: on one AVX512-BF16 Xeon
-    bf16 matmuls ran at half the fp32 rate (164 against 312 GFLOP/s, 2 threads)."""
+    """This CPU's matmul throughput (FLOP/s) in `dtype` with the current thread count (best of 3 timings): the
+    precision choice and the benchmark's MFU denominator. Native bf16 instructions do not make bf16 faster: on one
+    AVX512-BF16 Xeon bf16 matmuls ran at half the fp32 rate (164 against 312 GFLOP/s, 2 threads)."""
+    return _matmul_peak(dtype, n, reps, torch.get_num_threads())
+
+
+@lru_cache(maxsize=None)
+def _matmul_peak(dtype: torch.dtype, n: int, reps: int, threads: int) -> float:
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n ** 3 * reps / (time.perf_counter() - start)
+    a @ b
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 * reps / best
 
 
 def use_bf16(precision: str) -> bool:
@@ -322,6 +328,8 @@ def finetune(model_spec: dict, targets_path: str, out_dir: str, ckpt_dir: str, s
     """
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     rank0 = int(os.environ.get("RANK", 0)) == 0
+    # auto is resolved once, here: a resumed run keeps the precision it started with (the fingerprint holds it)
+    settings = {**settings, "precision": "bf16" if use_bf16({**DEFAULTS, **settings}["precision"]) else "fp32"}
     fingerprint = run_fingerprint(model_spec, targets_path, settings, seed, label_first, data_seed, world_size,
                                   filler)
     run_dir = checkpoint_dir(ckpt_dir, fingerprint, clean=rank0)
