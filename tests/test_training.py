@@ -147,6 +147,8 @@ def test_auto_precision_follows_the_measured_matmul_rate(monkeypatch):
     rates = {torch.float32: 300e9, torch.bfloat16: 160e9}
     monkeypatch.setattr(training, "matmul_peak", lambda dtype: rates[dtype])
     assert not training.use_bf16("auto") and training.use_bf16("bf16") and not training.use_bf16("fp32")
+    assert training.resolved_precision({}) == {"precision": "fp32"}  # the fingerprint sees what is trained in
+    assert training.resolved_precision({"precision": "bf16", "lr": 1}) == {"precision": "bf16", "lr": 1}
     rates[torch.bfloat16] = 600e9
     assert training.use_bf16("auto")
     monkeypatch.setattr(training, "cpu_has_bf16", lambda: False)

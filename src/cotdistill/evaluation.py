@@ -37,37 +37,37 @@ def closing_ids(tokenizer) -> frozenset[int]:
     """Ids of the tokens that hold the marker's last character (as text or as a byte-fallback piece): only such a
     token can complete a marker."""
     last = ablations.MARK[-1]
-    byte = f"<0x{ord(last):02X}>"
+    byte = f"<0X{ord(last):02X}>"
     tokens = tokenizer.convert_ids_to_tokens(range(len(tokenizer)))
     tokens = [t.decode("latin-1") if isinstance(t, bytes) else t for t in tokens]  # tiktoken-style vocabularies
-    return frozenset(i for i, t in enumerate(tokens) if t is not None and (last in t or t.upper() == byte.upper()))
+    return frozenset(i for i, t in enumerate(tokens) if t is not None and (last in t or t.upper() == byte))
 
 
 class MarkerStop(StoppingCriteria):
     """Stops each sequence once its generated text holds two markers (the closing one after the label).
 
-    After the first step a sequence's text is decoded only when its newest token can close a marker
+    A sequence's text is decoded only when a token generated since the last call can close a marker
     (`closing_ids`), not every tail at every step: the count can only reach `count` at such a token.
     """
 
     def __init__(self, tokenizer, prompt_len: int, count: int = 2, closing: frozenset[int] | None = None) -> None:
         self.tok, self.prompt_len, self.count = tokenizer, prompt_len, count
         self.closing = closing_ids(tokenizer) if closing is None else closing
-        self.done: torch.Tensor | None = None
+        self.done: list[bool] = []
         self.seen = prompt_len
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
         n, length = input_ids.shape
-        if self.done is None or len(self.done) != n or length <= self.seen:  # a new generation: check every row
-            self.done, check = torch.zeros(n, dtype=torch.bool), range(n)
+        if len(self.done) != n or length <= self.seen:  # a new generation: check every row
+            self.done, check = [False] * n, range(n)
         else:  # every token since the last call, so several tokens per step are covered too
             new = input_ids[:, self.seen:].tolist()
-            check = [i for i, row in enumerate(new) if not self.done[i] and any(t in self.closing for t in row)]
+            check = [i for i, row in enumerate(new) if not self.done[i] and not self.closing.isdisjoint(row)]
         self.seen = length
         for i in check:
             text = self.tok.decode(input_ids[i, self.prompt_len:], skip_special_tokens=True)
             self.done[i] = text.count(ablations.MARK) >= self.count
-        return self.done.to(input_ids.device)
+        return torch.tensor(self.done, device=input_ids.device)
 
 
 def normalise(label: str) -> str:

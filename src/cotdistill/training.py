@@ -90,6 +90,13 @@ def use_bf16(precision: str) -> bool:
     return faster >= BF16_MARGIN
 
 
+def resolved_precision(settings: dict) -> dict:
+    """`settings` with ``precision`` fixed to bf16 or fp32 (``auto`` decided here, with the current thread count),
+    so the run fingerprint holds the precision actually trained in: a job resumed where ``auto`` decides otherwise
+    starts over instead of mixing precisions. Resolved values pass through unchanged."""
+    return {**settings, "precision": "bf16" if use_bf16({**DEFAULTS, **settings}["precision"]) else "fp32"}
+
+
 class OverlongTargetError(ValueError):
     """A target's label would be cut by ``max_target_tokens``."""
 
@@ -328,8 +335,8 @@ def finetune(model_spec: dict, targets_path: str, out_dir: str, ckpt_dir: str, s
     """
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     rank0 = int(os.environ.get("RANK", 0)) == 0
-    # auto is resolved once, here: a resumed run keeps the precision it started with (the fingerprint holds it)
-    settings = {**settings, "precision": "bf16" if use_bf16({**DEFAULTS, **settings}["precision"]) else "fp32"}
+    torch.set_num_threads(threads)
+    settings = resolved_precision(settings)  # a no-op where finetune_files resolved it
     fingerprint = run_fingerprint(model_spec, targets_path, settings, seed, label_first, data_seed, world_size,
                                   filler)
     run_dir = checkpoint_dir(ckpt_dir, fingerprint, clean=rank0)
@@ -383,9 +390,10 @@ def finetune_files(student: dict, converted: str | None, targets: str, out_dir: 
     distributed data-parallel training, one torchrun process per GPU (gloo on CPU)."""
     from .models import student_spec
 
+    torch.set_num_threads(threads)  # before the precision is timed: with the threads training will use
     kwargs = {"model_spec": student_spec(student, converted), "targets_path": targets, "out_dir": out_dir,
-              "ckpt_dir": ckpt_dir, "settings": settings, "seed": seed, "label_first": label_first,
-              "data_seed": data_seed, "threads": threads, "filler": filler}
+              "ckpt_dir": ckpt_dir, "settings": resolved_precision(settings),  # decided once for every process
+              "seed": seed, "label_first": label_first, "data_seed": data_seed, "threads": threads, "filler": filler}
     if processes <= 1:
         return finetune(**kwargs)
     return launch_distributed(kwargs, processes)
