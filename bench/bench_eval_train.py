@@ -26,7 +26,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCa
 
 from cotdistill.evaluation import generate, parse_label
 from cotdistill.targets import format_source
-from cotdistill.training import build_trainer, matmul_peak
+from cotdistill.precision import matmul_peak
+from cotdistill.training import build_trainer
 
 RUN = "csqa/palm540b/smollm2-135m/cot_after"
 

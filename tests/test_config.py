@@ -208,8 +208,8 @@ def test_ablation_defaults_are_part_of_the_identity():
 def test_evaluation_cap_matters_only_when_the_label_comes_last():
     c = copy.deepcopy(BASE)
     c["evaluation"]["max_new_tokens"] = 99
-    assert cfg.evaluation_params(c, "cot_after") == {"label_first": True, "max_new_tokens": None}
-    assert cfg.evaluation_params(c, "cot_before") == {"label_first": False, "max_new_tokens": 99}
+    assert cfg.evaluation_params(c, "cot_after") == {"label_first": True, "max_new_tokens": None, "precision": "auto"}
+    assert cfg.evaluation_params(c, "cot_before") == {"label_first": False, "max_new_tokens": 99, "precision": "auto"}
 
 
 def test_analysis_reads_each_placement_and_trains_lenses_only_for_tuned():

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from cotdistill.datasets import load_split
-from cotdistill.evaluation import (MarkerStop, canonical, extract_label, generate, label_budget, parse_label,
+from cotdistill.evaluation import (canonical, extract_label, generate, label_budget, parse_label,
                                    same_label, score)
 from cotdistill.targets import format_source
 
@@ -40,34 +40,49 @@ def test_label_budget_fits_longest_label():
     assert label_budget(tok, labels) == need + 2
 
 
-def test_marker_stop_per_sequence():
-    tok = gpt2_tokenizer()
-    prompt = tok(["Q"], return_tensors="pt")["input_ids"]
-    done = tok(" [FIN_LABEL] B [FIN_LABEL]", return_tensors="pt")["input_ids"]
-    half = tok(" [FIN_LABEL] B and more", return_tensors="pt")["input_ids"]
-    width = max(done.shape[1], half.shape[1])
-    pad = lambda t: torch.cat([t, torch.full((1, width - t.shape[1]), tok.eos_token_id)], 1)  # noqa: E731
-    ids = torch.cat([torch.cat([prompt, pad(done)], 1), torch.cat([prompt, pad(half)], 1)])
-    assert MarkerStop(tok, prompt.shape[1])(ids, None).tolist() == [True, False]
-
-
-def test_marker_stop_decodes_only_at_closing_tokens():
-    """Step by step, as generate calls it: it stops exactly where the second marker closes, and the closing set is
-    every token whose text holds the marker's last character."""
-    from cotdistill.evaluation import closing_ids
+def test_marker_closes_at_the_second_marker_and_only_decodes_at_closing_tokens():
+    """Token by token, as the decoding loop asks: done exactly where the second marker closes; the closing set is
+    every token whose text holds the marker's last character, and no other token triggers a decode."""
+    from cotdistill.evaluation import closing_ids, closes_marker
 
     tok = gpt2_tokenizer()
     closing = closing_ids(tok)
     assert closing == {i for i in range(len(tok)) if "]" in tok.decode([i])}
-    prompt = tok(["Q"], return_tensors="pt")["input_ids"]
-    gen = tok(" so [FIN_LABEL] B [FIN_LABEL] then [FIN_LABEL]", return_tensors="pt")["input_ids"][0]
-    stop, seen = MarkerStop(tok, prompt.shape[1], closing=closing), []
-    for n in range(1, len(gen) + 1):
-        seen.append(bool(stop(torch.cat([prompt[0], gen[:n]])[None], None)[0]))
+    gen = tok(" so [FIN_LABEL] B [FIN_LABEL] then [FIN_LABEL]")["input_ids"]
+    seen = [closes_marker(tok, gen[:n], closing) for n in range(1, len(gen) + 1)]
     first = next(n for n in range(1, len(gen) + 1) if tok.decode(gen[:n]).count("[FIN_LABEL]") == 2)
-    assert seen == [n >= first for n in range(1, len(gen) + 1)]
-    # reused for a new generation (another batch size, back at the first token): it starts over
-    assert stop(torch.cat([prompt, prompt], 1)[:, :prompt.shape[1] + 1].repeat(2, 1), None).tolist() == [False, False]
+    assert seen[first - 1] and not any(seen[:first - 1])
+    half = tok(" [FIN_LABEL] B and more")["input_ids"]
+    assert not any(closes_marker(tok, half[:n], closing) for n in range(1, len(half) + 1))
+    assert not closes_marker(tok, gen[:first], frozenset())  # nothing decoded without a closing token
+
+
+def test_greedy_drops_finished_rows_and_matches_generate(marker_model):
+    """Dropping finished rows (and their cache) changes no row: each row equals `model.generate`'s greedy output
+    up to where it finished, and a row that never finishes runs to the budget."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cotdistill.evaluation import greedy
+
+    tok = AutoTokenizer.from_pretrained(marker_model)
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(marker_model).eval()
+    enc = tok(["Q: a", "Q: a longer question with more words", "Q: mid length one"], return_tensors="pt",
+              padding=True)
+    ref = model.generate(**enc, max_new_tokens=12, do_sample=False, num_beams=1, pad_token_id=tok.eos_token_id,
+                         eos_token_id=None)[:, enc["input_ids"].shape[1]:].tolist()
+    stops = {0: 3, 2: 7}  # rows 0 and 2 finish after 3 and 7 tokens; row 1 never
+    calls, rows = [], {}
+
+    def finished(gen):  # the first step asks rows 0, 1, 2 in order; each row keeps its list
+        calls.append(len(gen))
+        row = rows.setdefault(id(gen), len(rows))
+        return len(gen) >= stops.get(row, 99)
+
+    out = greedy(model, enc["input_ids"], enc["attention_mask"], 12, finished)
+    assert [len(g) for g in out] == [3, 12, 7]
+    assert all(out[r] == ref[r][:len(out[r])] for r in range(3))
+    assert len(calls) == 3 + 12 + 7  # a finished row is never asked again
 
 
 def test_generation_stops_at_marker_and_matches_full_length(marker_model):

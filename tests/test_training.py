@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cotdistill.ablations import wrap_label
-from cotdistill import training
+from cotdistill import precision, training
 from cotdistill.io import write_parquet
 from cotdistill.training import (Collator, OverlongTargetError, checkpoint_dir, encode, last_complete_checkpoint,
                                  marker_ends, run_fingerprint, split_validation)
@@ -142,20 +142,20 @@ def test_validation_budget_is_the_longest_target_up_to_its_marker():
 
 def test_auto_precision_follows_the_measured_matmul_rate(monkeypatch):
     """auto takes CPU bf16 only where it measures faster: native bf16 instructions alone do not make it so."""
-    monkeypatch.setattr(training.torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(training, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(precision.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
     rates = {torch.float32: 300e9, torch.bfloat16: 160e9}
-    monkeypatch.setattr(training, "matmul_peak", lambda dtype: rates[dtype])
-    assert not training.use_bf16("auto") and training.use_bf16("bf16") and not training.use_bf16("fp32")
+    monkeypatch.setattr(precision, "matmul_peak", lambda dtype: rates[dtype])
+    assert not precision.use_bf16("auto") and precision.use_bf16("bf16") and not precision.use_bf16("fp32")
     assert training.resolved_precision({}) == {"precision": "fp32"}  # the fingerprint sees what is trained in
     assert training.resolved_precision({"precision": "bf16", "lr": 1}) == {"precision": "bf16", "lr": 1}
     rates[torch.bfloat16] = 600e9
-    assert training.use_bf16("auto")
-    monkeypatch.setattr(training, "cpu_has_bf16", lambda: False)
-    assert not training.use_bf16("auto")
-    with pytest.raises(ValueError, match="no bf16 support"):
-        training.use_bf16("bf16")
+    assert precision.use_bf16("auto")
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    assert not precision.use_bf16("auto")
+    with pytest.raises(ValueError, match="evaluation.precision is bf16 but this machine has no bf16 support"):
+        precision.use_bf16("bf16", key="evaluation.precision")
 
 
 def test_matmul_peak_is_a_plausible_rate():
-    assert 1e8 < training.matmul_peak(torch.float32, n=256, reps=2) < 1e14
+    assert 1e8 < precision.matmul_peak(torch.float32, n=256, reps=2) < 1e14

@@ -433,10 +433,11 @@ def attribution_bookkeeping(config: dict) -> dict:
 
 def evaluation_params(config: dict, ablation: str) -> dict:
     """What decides an evaluation besides its model and data: label-first models stop at the label, so the
-    generation cap matters only for the others."""
+    generation cap matters only for the others; the precision (bf16 greedy decoding can pick other tokens)."""
     first = label_first(config, ablation)
-    return {"label_first": first,
-            "max_new_tokens": None if first else int(evaluation_settings(config)["max_new_tokens"])}
+    settings = evaluation_settings(config)
+    return {"label_first": first, "max_new_tokens": None if first else int(settings["max_new_tokens"]),
+            "precision": settings["precision"]}
 
 
 def converted_student(config: dict, student: str) -> str | list:

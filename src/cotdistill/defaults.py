@@ -18,7 +18,7 @@ TRAINING: dict[str, Any] = {
 TRAINING_BOOKKEEPING = ("eval_batch_size", "logging_steps", "save_total_limit")
 
 # Evaluation (config key `evaluation`): max_new_tokens bounds CoT-before generations.
-EVALUATION: dict[str, Any] = {"batch_size": 16, "max_new_tokens": 256}
+EVALUATION: dict[str, Any] = {"batch_size": 16, "max_new_tokens": 256, "precision": "auto"}
 EVALUATION_BOOKKEEPING = ("batch_size",)
 
 # Attribution (config key `attribution`): examples per batch and captum's internal_batch_size (interpolation steps

@@ -19,11 +19,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from transformers import StoppingCriteria, StoppingCriteriaList
 
 from . import ablations, io
 from .datasets import COMMON_COLUMNS, eval_equation
 from .defaults import EVALUATION
+from .precision import use_bf16
 from .stats import wilson
 from .targets import candidate_labels, format_source, label_string
 
@@ -43,31 +43,11 @@ def closing_ids(tokenizer) -> frozenset[int]:
     return frozenset(i for i, t in enumerate(tokens) if t is not None and (last in t or t.upper() == byte))
 
 
-class MarkerStop(StoppingCriteria):
-    """Stops each sequence once its generated text holds two markers (the closing one after the label).
-
-    A sequence's text is decoded only when a token generated since the last call can close a marker
-    (`closing_ids`), not every tail at every step: the count can only reach `count` at such a token.
-    """
-
-    def __init__(self, tokenizer, prompt_len: int, count: int = 2, closing: frozenset[int] | None = None) -> None:
-        self.tok, self.prompt_len, self.count = tokenizer, prompt_len, count
-        self.closing = closing_ids(tokenizer) if closing is None else closing
-        self.done: list[bool] = []
-        self.seen = prompt_len
-
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        n, length = input_ids.shape
-        if len(self.done) != n or length <= self.seen:  # a new generation: check every row
-            self.done, check = [False] * n, range(n)
-        else:  # every token since the last call, so several tokens per step are covered too
-            new = input_ids[:, self.seen:].tolist()
-            check = [i for i, row in enumerate(new) if not self.done[i] and not self.closing.isdisjoint(row)]
-        self.seen = length
-        for i in check:
-            text = self.tok.decode(input_ids[i, self.prompt_len:], skip_special_tokens=True)
-            self.done[i] = text.count(ablations.MARK) >= self.count
-        return torch.tensor(self.done, device=input_ids.device)
+def closes_marker(tokenizer, generated: list[int], closing: frozenset[int], count: int = 2) -> bool:
+    """Whether a row's generated text holds `count` markers (the closing one after the label). Decoded only when
+    its newest token is in `closing` (`closing_ids`): the count can only reach `count` at such a token."""
+    return generated[-1] in closing and tokenizer.decode(generated, skip_special_tokens=True).count(
+        ablations.MARK) >= count
 
 
 def normalise(label: str) -> str:
@@ -111,7 +91,8 @@ def label_budget(tokenizer, labels: list[str], margin: int = 2) -> int:
 
 def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_size: int = 16,
              stop_at_marker: bool = True, desc: str = "generate") -> list[str]:
-    """Greedy continuations of `sources`, batched with left padding, sorted by length to pad little."""
+    """Greedy continuations of `sources`, batched with left padding, sorted by length to pad little; a row ends at
+    EOS, at the closing marker (`stop_at_marker`) or after `max_new_tokens`."""
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -119,18 +100,51 @@ def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_si
     out: list[str] = [""] * len(sources)
     device = next(model.parameters()).device
     closing = closing_ids(tokenizer) if stop_at_marker else None
+    eos = model.generation_config.eos_token_id
+    eos = (set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}) - {None}
     for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
         idx = order[start:start + batch_size]
         enc = tokenizer([sources[i] for i in idx], return_tensors="pt", padding=True).to(device)
-        plen = enc["input_ids"].shape[1]
-        stop = StoppingCriteriaList([MarkerStop(tokenizer, plen, closing=closing)]) if stop_at_marker else None
-        with torch.inference_mode():
-            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                 stopping_criteria=stop,
-                                 pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)
-        for i, text in zip(idx, tokenizer.batch_decode(ids[:, plen:], skip_special_tokens=True), strict=True):
+        rows = greedy(model, enc["input_ids"], enc["attention_mask"], max_new_tokens,
+                      lambda gen: gen[-1] in eos or (closing is not None and closes_marker(tokenizer, gen, closing)))
+        for i, text in zip(idx, tokenizer.batch_decode(rows, skip_special_tokens=True), strict=True):
             out[i] = text
     return out
+
+
+@torch.inference_mode()
+def greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
+           finished) -> list[list[int]]:
+    """Greedy decoding of a left-padded batch that drops each row from the batch (and its KV cache) once
+    `finished(generated_ids)` says so. `model.generate` keeps finished rows in the batch until every row is done,
+    so one rationale that never closes its marker made a whole batch of 32 decode all 256 steps."""
+    from transformers import DynamicCache
+
+    generated: list[list[int]] = [[] for _ in range(len(input_ids))]
+    alive = list(range(len(input_ids)))
+    cache = DynamicCache(config=model.config)
+    mask = attention_mask
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as generate builds them
+    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                   use_cache=True, logits_to_keep=1).logits[:, -1]
+    for step in range(max_new_tokens):
+        tokens = logits.argmax(-1)
+        keep = []
+        for j, (row, token) in enumerate(zip(alive, tokens.tolist(), strict=True)):
+            generated[row].append(token)
+            if not finished(generated[row]):
+                keep.append(j)
+        if not keep or step == max_new_tokens - 1:
+            break
+        if len(keep) < len(alive):
+            sel = torch.tensor(keep, device=tokens.device)
+            cache.batch_select_indices(sel)
+            alive, tokens, mask, positions = [alive[j] for j in keep], tokens[sel], mask[sel], positions[sel]
+        mask = torch.cat([mask, mask.new_ones(len(alive), 1)], -1)
+        positions = positions[:, -1:] + 1
+        logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions,
+                       past_key_values=cache, use_cache=True).logits[:, -1]
+    return generated
 
 
 def canonical(pred: str | None, row: dict, label_format: str) -> str | None:
@@ -174,11 +188,13 @@ def score(predictions: list[str | None], gold: list[str], n_choices: int | None 
 
 def evaluate(model_dir: str, data: str, ablation: str, label_first: bool, label_format: str, out_json: str,
              out_predictions: str, out_speed: str, max_new_tokens: int | None = None,
-             batch_size: int = EVALUATION["batch_size"], threads: int = 1) -> dict:
+             batch_size: int = EVALUATION["batch_size"], threads: int = 1,
+             precision: str = EVALUATION["precision"]) -> dict:
     """Evaluate one fine-tuned model on one test split and write eval JSON, predictions and speed.
 
     Label-first models generate up to the closing marker within the longest label's budget; the others generate
-    their rationale first, up to `max_new_tokens`.
+    their rationale first, up to `max_new_tokens`. Weights load in bf16 where `precision` (auto: measured) says
+    so, fp32 otherwise.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -186,7 +202,8 @@ def evaluate(model_dir: str, data: str, ablation: str, label_first: bool, label_
     df = io.read_parquet(data, required=COMMON_COLUMNS)
     rows = df.to_dict("records")
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    dtype = torch.bfloat16 if use_bf16(precision, "evaluation.precision") else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     gold = [label_string(r, label_format) for r in rows]
     all_labels = sorted({lab for r in rows for lab in candidate_labels(r, label_format)} | set(gold))
@@ -201,13 +218,13 @@ def evaluate(model_dir: str, data: str, ablation: str, label_first: bool, label_
     result = {**score(classes, gold_classes, n_choices), "ablation": ablation, "label_format": label_format,
               "model": str(Path(model_dir)),
               "decoding": {"greedy": True, "max_new_tokens": max_new, "stop": "closing " + ablations.MARK,
-                           "label_first": label_first}}
+                           "label_first": label_first, "precision": str(dtype).removeprefix("torch.")}}
     io.write_parquet(pd.DataFrame({"id": [r["id"] for r in rows], "generated": texts, "parsed_label": preds,
                                    "predicted_class": classes, "gold": [normalise(g) for g in gold],
                                    "gold_class": gold_classes}), out_predictions)
     io.write_json({"examples_per_s": len(rows) / seconds if seconds else None, "seconds": seconds,
                    "n": len(rows), "device": str(next(model.parameters()).device), "threads": threads,
-                   "batch_size": batch_size}, out_speed)
+                   "batch_size": batch_size, "dtype": str(dtype).removeprefix("torch.")}, out_speed)
     io.write_json(result, out_json)
     log.info("%s: accuracy %.4f (95%% CI %.3f-%.3f), majority %.4f, unparsed %d, %.1f examples/s", ablation,
              result["accuracy"], *result["ci95"], result["majority_rate"], result["unparsed"], len(rows) / seconds)

@@ -20,7 +20,6 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -34,60 +33,10 @@ from .config import student_identity, training_identity
 from .defaults import TRAINING as DEFAULTS
 from .evaluation import extract_label, generate, label_budget, same_label
 from .models import pretrained_args
+from .precision import use_bf16
 from .targets import TARGET_COLUMNS
 
 log = logging.getLogger(__name__)
-
-
-def cpu_has_bf16() -> bool:
-    """AVX512-BF16 or AMX: the CPU has native bf16 instructions (whether they beat fp32 is measured)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-BF16_MARGIN = 1.25  # bf16 must beat fp32 by this much: near-equal timings must not flip the choice between runs
-
-
-def matmul_peak(dtype: torch.dtype, n: int = 1024, reps: int = 8) -> float:
-    """This CPU's matmul throughput (FLOP/s) in `dtype` with the current thread count (best of 3 timings): the
-    precision choice and the benchmark's MFU denominator. Native bf16 instructions do not make bf16 faster: on one
-    AVX512-BF16 Xeon bf16 matmuls ran at half the fp32 rate (164 against 312 GFLOP/s, 2 threads)."""
-    return _matmul_peak(dtype, n, reps, torch.get_num_threads())
-
-
-@lru_cache(maxsize=None)
-def _matmul_peak(dtype: torch.dtype, n: int, reps: int, threads: int) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 * reps / best
-
-
-def use_bf16(precision: str) -> bool:
-    """Whether to train with bf16 autocast: ``auto`` takes bf16 on GPUs that support it, and on CPUs only where a
-    measured bf16 matmul beats fp32 by `BF16_MARGIN` (without native bf16 it is emulated and slower)."""
-    if precision == "fp32":
-        return False
-    gpu = torch.cuda.is_available()
-    available = torch.cuda.is_bf16_supported() if gpu else cpu_has_bf16()
-    if precision == "bf16":
-        if not available:
-            raise ValueError("training.precision is bf16 but this machine has no bf16 support; use auto or fp32")
-        return True
-    if gpu or not available:
-        return available
-    faster = matmul_peak(torch.bfloat16) / matmul_peak(torch.float32)
-    log.info("precision auto: bf16 matmul at %.2fx the fp32 rate on this CPU -> %s", faster,
-             "bf16" if faster >= BF16_MARGIN else "fp32")
-    return faster >= BF16_MARGIN
 
 
 def resolved_precision(settings: dict) -> dict:
@@ -309,13 +258,17 @@ def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str | Path, set
     class GenerationTrainer(Trainer):
         """Validation = greedy generation + label parsing, so early stopping follows real accuracy."""
 
+        validation_seconds = 0.0  # summed over validations, for train_metrics' validation share
+
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
+            start = time.perf_counter()
             self.model.eval()
             texts = generate(self.model, tok, list(val_df["source"]), val_budget, int(s["eval_batch_size"]),
                              desc="validation")
             self.model.train()
             acc = float(np.mean([same_label(extract_label(t), g, task)
                                  for t, g, task in zip(texts, val_df["label"], val_df["task"], strict=True)]))
+            self.validation_seconds += time.perf_counter() - start
             metrics = {f"{metric_key_prefix}_accuracy": acc}
             self.log(metrics)
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
@@ -348,6 +301,7 @@ def finetune(model_spec: dict, targets_path: str, out_dir: str, ckpt_dir: str, s
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     wall = time.perf_counter() - start
+    val_s = trainer.validation_seconds  # validations inside `wall`
     # The Trainer evaluates at the last step and reloads the best checkpoint; its score is already recorded.
     final_acc = trainer.state.best_metric
     if final_acc is None:
@@ -358,6 +312,7 @@ def finetune(model_spec: dict, targets_path: str, out_dir: str, ckpt_dir: str, s
         "world_size": trainer.args.world_size, "fingerprint": fingerprint,
         "tokens_seen": int(trainer.state.num_input_tokens_seen), "wall_time_s": wall,
         "tokens_per_s": trainer.state.num_input_tokens_seen / wall if wall else None,
+        "validation_s": val_s, "validation_share": val_s / wall if wall else None,
         "train_loss": result.training_loss, "train_examples": run.train_examples,
         "dropped_overlong": run.dropped_overlong, "validation_examples": run.validation_examples,
         "validation_accuracy": final_acc, "best_step": _step(Path(trainer.state.best_model_checkpoint))
@@ -370,8 +325,9 @@ def finetune(model_spec: dict, targets_path: str, out_dir: str, ckpt_dir: str, s
     if trainer.is_world_process_zero():
         _save_final(trainer, run.tokenizer, metrics, Path(out_dir))
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-    log.info("trained %d steps in %.0f s (%.0f tokens/s), validation accuracy %.3f", metrics["steps"], wall,
-             metrics["tokens_per_s"] or 0, final_acc)
+    log.info("trained %d steps in %.0f s (%.0f tokens/s; validation %.0f s, %.0f%% of it), validation accuracy %.3f",
+             metrics["steps"], wall, metrics["tokens_per_s"] or 0, val_s,
+             100 * (metrics["validation_share"] or 0), final_acc)
     return metrics
 
 

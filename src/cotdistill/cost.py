@@ -1,0 +1,223 @@
+"""What a finished run cost, and what a paper config would cost: ``python -m cotdistill.cost``.
+
+Measured (``measured``): per experiment and rule, the jobs found, their wall and CPU time from Snakemake's
+``benchmark:`` TSVs (columns ``s`` and ``cpu_time``) and their tokens (fine-tunes: ``tokens_seen`` of
+train_metrics.json; evaluations: test items x mean training-example length, as an estimate). A job shared by two
+experiments (the rationales, a CoT-before model that feeds an attribution) counts in both.
+
+Extrapolated (``extrapolate``): a config's GPU-hours from FLOPs = 6 x parameters x training tokens per fine-tune
+(plus 2 x parameters x tokens for its validations and its evaluation) over a stated throughput (a GPU's dense bf16
+peak x an MFU, both assumed unless given). Training tokens = train items x epochs x the mean example length
+measured for that ablation in a finished run (its tokenizer and rationales; early stopping can only lower it), so
+the estimate is an upper bound for the fine-tunes and a lower bound for generation, which is memory-bound. Item and
+parameter counts come from the config (subsample), a local model's weights, or ``resources/published/sizes.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import io as _io
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from . import config as cfg
+
+RULES = ("rationales", "attribution", "finetune", "evaluate")
+H100_BF16_TFLOPS = 989.0  # dense bf16 peak of an H100 SXM (NVIDIA datasheet)
+ASSUMED_MFU = 0.40  # issue 11's GPU goal; replace by a measured MFU where a GPU run exists
+
+
+def load_config(configfiles: list[str], base: str = "config.yaml") -> dict:
+    """The config Snakemake would see: `base` with each ``--configfile`` merged over it, sweeps expanded."""
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load(Path(base).read_text())
+    for path in configfiles:
+        update_config(config, yaml.safe_load(Path(path).read_text()))
+    return cfg.expand(config)
+
+
+def sizes() -> pd.DataFrame:
+    text = importlib.resources.files("cotdistill").joinpath("resources/published/sizes.csv").read_text()
+    return pd.read_csv(_io.StringIO(text), comment="#", dtype={"split": str})
+
+
+def cells(config: dict, experiment: str) -> list[dict]:
+    """One dict per fine-tuned model of an experiment (dataset, teacher, student, ablation, seed)."""
+    e = config["experiments"][experiment]
+    return [{"dataset": ds, "teacher": e["teacher"], "student": st, "ablation": ab, "seed": seed}
+            for ds in e["datasets"] for st in e.get("students", []) for ab in e.get("ablations", [])
+            for seed in e.get("seeds", [0])]
+
+
+def _bench(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    row = pd.read_csv(path, sep="\t").iloc[-1]
+    return {"wall_s": float(row["s"]), "cpu_s": float(row["cpu_time"])}
+
+
+def _metrics(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def measured(config: dict, results: str | Path = "results") -> pd.DataFrame:
+    """Per experiment and rule: jobs found (of jobs planned), wall and CPU seconds, tokens."""
+    results = Path(results)
+    rows = []
+    for exp in cfg.experiments_to_run(config):
+        found: dict[str, list[dict]] = {r: [] for r in RULES}
+        planned = dict.fromkeys(RULES, 0)
+        e = config["experiments"][exp]
+        for ds in e["datasets"]:
+            students_only = ["train"] if e.get("students") else cfg.dataset_spec(config, ds)["splits"]
+            for split in cfg.teacher_spec(config, e["teacher"]).get("splits") or students_only:
+                planned["rationales"] += 1
+                b = _bench(results / "benchmarks/rationales" / e["teacher"] / ds / f"{split}.tsv")
+                if b:
+                    found["rationales"].append({**b, "tokens": None})
+        for c in cells(config, exp):
+            cell = f"{c['dataset']}/{c['teacher']}/{c['student']}/{c['ablation']}/seed{c['seed']}"
+            m = _metrics(results / "models" / cell / "train_metrics.json")
+            for rule, sub in (("finetune", "finetune"), ("evaluate", "eval")):
+                planned[rule] += 1
+                b = _bench(results / "benchmarks" / sub / f"{cell}.tsv")
+                if not b:
+                    continue
+                if rule == "finetune":
+                    tokens = m["tokens_seen"] if m else None
+                else:
+                    speed = _metrics(results / "eval" / f"{cell}.speed.json")
+                    tokens = speed["n"] * m["mean_length"] if speed and m else None
+                found[rule].append({**b, "tokens": tokens})
+            attr = results / "benchmarks/attribution" / c["dataset"] / c["teacher"]
+            spec = cfg.ablation_spec(config, c["ablation"])
+            if spec["kind"] in ("ig_topk", "ig_topk_shuffled") and attr.is_dir():
+                planned["attribution"] += 1
+                for path in sorted(attr.glob(f"{spec['student']}/*/seed{c['seed']}/*.tsv")):
+                    found["attribution"].append({**_bench(path), "tokens": None})
+        for rule in RULES:
+            if not planned[rule]:
+                continue
+            jobs = found[rule]
+            tokens = [j["tokens"] for j in jobs if j["tokens"] is not None]
+            rows.append({"experiment": exp, "rule": rule, "jobs": f"{len(jobs)}/{planned[rule]}",
+                         "wall_min": sum(j["wall_s"] for j in jobs) / 60,
+                         "cpu_min": sum(j["cpu_s"] for j in jobs) / 60,
+                         "tokens": round(sum(tokens)) if tokens else None})
+    return pd.DataFrame(rows).astype({"tokens": "Int64"})
+
+
+def mean_lengths(config: dict, results: str | Path = "results") -> dict[str, float]:
+    """Mean training-example length (tokens) per ablation kind and placement, over every finished fine-tune."""
+    out: dict[str, list[float]] = {}
+    for path in Path(results).glob("models/*/*/*/*/seed*/train_metrics.json"):
+        name = path.parts[-3]
+        try:
+            key = _length_key(cfg.ablation_spec(config, name))
+        except cfg.ConfigError:
+            continue
+        out.setdefault(key, []).append(json.loads(path.read_text())["mean_length"])
+    return {k: sum(v) / len(v) for k, v in out.items()}
+
+
+def _length_key(spec: dict) -> str:
+    return "/".join(str(spec[k]) for k in ("kind", "position", "k", "p") if k in spec)
+
+
+def _parameters(config: dict, student: str, results: Path) -> int:
+    spec = cfg.student_spec(config, student)
+    table = sizes()
+    hit = table[(table["kind"] == "model") & (table["name"] == spec.get("id"))]
+    if len(hit):
+        return int(hit["value"].iloc[0])
+    from safetensors import safe_open
+
+    for path in sorted(results.glob(f"models/*/*/{student}/*/seed*/model.safetensors"))[:1] + sorted(
+            results.glob(f"hf/{student}/model.safetensors"))[:1]:
+        with safe_open(str(path), "pt") as f:
+            n = 0
+            for k in f.keys():
+                shape = f.get_slice(k).get_shape()
+                size = 1
+                for d in shape:
+                    size *= d
+                n += size
+            return n
+    raise ValueError(f"students.{student}: no parameter count (not in resources/published/sizes.csv and no "
+                     f"converted or fine-tuned weights under {results})")
+
+
+def _items(config: dict, dataset: str, split: str) -> int:
+    spec = cfg.dataset_spec(config, dataset)
+    sub = (spec.get("subsample") or {}).get(split)
+    table = sizes()
+    hit = table[(table["kind"] == "dataset") & (table["name"] == spec.get("paper_name")) & (table["split"] == split)]
+    full = int(hit["value"].iloc[0]) if len(hit) else None
+    if sub is not None:
+        return min(int(sub), full) if full else int(sub)
+    if full is None:
+        raise ValueError(f"datasets.{dataset}: no item count for split {split!r} (no subsample and paper_name "
+                         f"{spec.get('paper_name')!r} not in resources/published/sizes.csv)")
+    return full
+
+
+def extrapolate(config: dict, lengths: dict[str, float], tflops: float = H100_BF16_TFLOPS,
+                mfu: float = ASSUMED_MFU, results: str | Path = "results") -> pd.DataFrame:
+    """GPU-hours per experiment of `config` from token counts and FLOPs over `tflops` x `mfu`."""
+    results = Path(results)
+    rate = tflops * 1e12 * mfu
+    rows = []
+    for exp in cfg.experiments_to_run(config):
+        flops = {"finetune": 0.0, "validation": 0.0, "evaluate": 0.0}
+        jobs = 0
+        for c in cells(config, exp):
+            spec = cfg.ablation_spec(config, c["ablation"])
+            key = _length_key(spec)
+            if key not in lengths:
+                raise ValueError(f"ablation {c['ablation']!r} ({key}): no finished fine-tune of this kind to measure "
+                                 f"its example length; run one (e.g. a cpu_* config) first")
+            n = _parameters(config, c["student"], results)
+            t = cfg.training_settings(config, c["student"])
+            train = _items(config, c["dataset"], "train")
+            tokens = train * float(t["epochs"]) * lengths[key]
+            steps = train * float(t["epochs"]) / int(t["batch_size"])
+            validations = steps // int(t["eval_every"]) + 1
+            flops["finetune"] += 6 * n * tokens
+            flops["validation"] += 2 * n * validations * min(int(t["validation_size"]), train) * lengths[key]
+            flops["evaluate"] += 2 * n * _items(config, c["dataset"], "test") * lengths[key]
+            jobs += 1
+        rows.append({"experiment": exp, "fine-tunes": jobs,
+                     **{f"{k}_gpu_h": v / rate / 3600 for k, v in flops.items()},
+                     "total_gpu_h": sum(flops.values()) / rate / 3600})
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configfile", action="append", default=[], help="as given to snakemake (repeatable)")
+    p.add_argument("--results", default="results")
+    p.add_argument("--extrapolate", metavar="CONFIG", action="append", default=[],
+                   help="a config to estimate GPU-hours for (merged over config.yaml), e.g. configs/paper_table1.yaml")
+    p.add_argument("--tflops", type=float, default=H100_BF16_TFLOPS, help="GPU dense bf16 peak (default: H100 SXM)")
+    p.add_argument("--mfu", type=float, default=ASSUMED_MFU, help="model FLOP utilisation to assume")
+    args = p.parse_args(argv)
+    config = load_config(args.configfile)
+    table = measured(config, args.results)
+    print(f"## Measured ({args.results}; wall and CPU minutes summed over jobs, from benchmark TSVs)\n")
+    print(table.to_markdown(index=False, floatfmt=".1f"))
+    lengths = mean_lengths(config, args.results)
+    for path in args.extrapolate:
+        est = extrapolate(load_config([path]), lengths, args.tflops, args.mfu, args.results)
+        print(f"\n## Estimated GPU-hours for {path}: {args.tflops:.0f} TFLOP/s x MFU {args.mfu:.0%} "
+              f"(assumed), example lengths measured in {args.results}\n")
+        print(est.to_markdown(index=False, floatfmt=".2f"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
