@@ -1,30 +1,45 @@
-"""Speed of the two hot paths, each against its naive baseline in the same process.
+"""Speed of the pipeline's hot paths, each against a bound or a baseline run in the same process.
 
-(a) evaluation: greedy decoding that stops at the closing [FIN_LABEL] marker against generating all 256 new tokens,
-    same model and inputs; reports examples/s, the ratio, and whether both give identical labels.
+(a) label-first evaluation (the CoT-after model): the pipeline's path (label budget, stop at the closing marker)
+    against the prefill bound (one forward pass over the same prompts, same batches) and against generating 256
+    new tokens; identical labels checked. CoT-before evaluation: the pipeline's path (finished rows leave the batch)
+    against `model.generate` with the same marker stop and for 256 tokens, both decoding every row until the whole
+    batch is done.
 (b) fine-tuning: the project's Trainer path (its step includes gradient clipping and the LR scheduler) against a
     plain loop (forward + backward + the Trainer's AdamW step, nothing else) on the very batches the Trainer trained
     on, same model and precision; and dynamic padding with length-grouped batches
     against padding every batch to the maximum length. Reports real (non-pad) tokens/s, model FLOP utilisation
     (6 x parameters x tokens/s over the matmul peak in the training precision, measured in the same process), the
-    pad fraction, and with --profile torch.profiler's top operators of one step.
+    pad fraction, and with --profile torch.profiler's top operators of one step. Then the share of each of the
+    main job's fine-tunes spent in validation (train_metrics.json).
+(c) planning: wall time of a dry run of each paper config and of a rerun of the finished main job (jobs planned:
+    0 expected).
+(d) teacher generation: tokens/s of the transformers backend (and of vLLM with --teachers transformers,vllm on a
+    GPU) on the same chat prompts.
 
-Run after the main job (it uses its converted student, targets and fine-tuned CoT-after model):
+Run after the main job (it uses its converted student, targets and fine-tuned models):
     .venv/bin/python bench/bench_eval_train.py
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pandas as pd
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback
+import yaml
+from transformers import (AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList, Trainer,
+                          TrainerCallback)
 
-from cotdistill.evaluation import generate, parse_label
+from cotdistill.evaluation import answer_budget, closes_marker, closing_ids, generate, parse_label
 from cotdistill.targets import format_source
 from cotdistill.precision import matmul_peak
 from cotdistill.training import build_trainer
@@ -32,22 +47,85 @@ from cotdistill.training import build_trainer
 RUN = "csqa/palm540b/smollm2-135m/cot_after"
 
 
-def bench_eval(model_dir: str, data: str, n: int, batch_size: int, threads: int) -> None:
+def prefill_rate(model, tok, sources: list[str], batch_size: int) -> float:
+    """Examples/s of one forward pass over each batch of prompts (last position's logits only), batched and
+    sorted as `generate` does: no decoding can beat it."""
+    tok.padding_side = "left"
+    order = sorted(sources, key=len)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(order), batch_size):
+            model(**tok(order[i:i + batch_size], return_tensors="pt", padding=True), logits_to_keep=1)
+    return len(sources) / (time.perf_counter() - start)
+
+
+class MarkerCriterion(StoppingCriteria):
+    """The marker stop as `model.generate` takes it (the pipeline's path before rows left the batch)."""
+
+    def __init__(self, tok, prompt_len: int, closing: frozenset[int]) -> None:
+        self.tok, self.prompt_len, self.closing = tok, prompt_len, closing
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        return torch.tensor([closes_marker(self.tok, row[self.prompt_len:].tolist(), self.closing)
+                             for row in input_ids])
+
+
+def hf_generate(model, tok, sources: list[str], budget: int, batch_size: int, marker: bool) -> list[str]:
+    """`model.generate`, greedy, every row decoded until the batch's last one is done (with `marker`, a row is done
+    at its closing marker; HF still decodes it, as padding, until the whole batch is)."""
+    tok.padding_side = "left"
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    out = [""] * len(sources)
+    closing = closing_ids(tok)
+    for i in range(0, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        enc = tok([sources[j] for j in idx], return_tensors="pt", padding=True)
+        stop = StoppingCriteriaList([MarkerCriterion(tok, enc["input_ids"].shape[1], closing)] if marker else [])
+        with torch.inference_mode():
+            ids = model.generate(**enc, max_new_tokens=budget, do_sample=False, num_beams=1,
+                                 pad_token_id=tok.pad_token_id, stopping_criteria=stop)
+        for j, text in zip(idx, tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True),
+                           strict=True):
+            out[j] = text
+    return out
+
+
+def timed(fn, *args) -> tuple[float, list]:
+    start = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - start, out
+
+
+def bench_eval(model_dir: str, cot_before_dir: str, data: str, n: int, batch_size: int, threads: int,
+               label_format: str) -> None:
     torch.set_num_threads(threads)
+    rows = pd.read_parquet(data).head(n).to_dict("records")
+    sources = [format_source(r) for r in rows]
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    sources = [format_source(r) for r in pd.read_parquet(data).head(n).to_dict("records")]
-    timings, labels = {}, {}
-    for name, stop, budget in (("marker stop", True, 256), ("256 new tokens", False, 256)):
-        start = time.perf_counter()
-        texts = generate(model, tok, sources, budget, batch_size, stop_at_marker=stop, desc=name)
-        timings[name] = len(sources) / (time.perf_counter() - start)
-        labels[name] = [parse_label(t) for t in texts]
-    same = labels["marker stop"] == labels["256 new tokens"]
-    print(f"(a) evaluation on {len(sources)} test items, batch {batch_size}, {threads} threads")
-    for name, rate in timings.items():
-        print(f"    {name:>15}: {rate:7.2f} examples/s")
-    print(f"    ratio: {timings['marker stop'] / timings['256 new tokens']:.1f}x; identical labels: {same}")
+    budget = answer_budget(tok, rows, label_format)
+    print(f"(a) evaluation on {n} test items, batch {batch_size}, {threads} threads")
+    prefill = prefill_rate(model, tok, sources, batch_size)
+    t_pipe, pipe = timed(generate, model, tok, sources, budget, batch_size, True, "label first")
+    t_full, full = timed(generate, model, tok, sources, 256, batch_size, False, "256 new tokens")
+    same = [parse_label(t) for t in pipe] == [parse_label(t) for t in full]
+    print(f"    label first (CoT after), {budget}-token label budget, marker stop: {n / t_pipe:6.2f} examples/s")
+    print(f"    prefill bound (one forward pass, same batches):             {prefill:6.2f} examples/s")
+    print(f"    256 new tokens, no marker stop:                             {n / t_full:6.2f} examples/s")
+    print(f"    ratio to the prefill bound: {n / t_pipe / prefill:.0%}; against 256 new tokens: "
+          f"{t_full / t_pipe:.1f}x; identical labels: {same}")
+    tok = AutoTokenizer.from_pretrained(cot_before_dir)
+    model = AutoModelForCausalLM.from_pretrained(cot_before_dir).eval()
+    t_pipe, pipe = timed(generate, model, tok, sources, 256, batch_size, True, "CoT before")
+    t_stop, stop = timed(hf_generate, model, tok, sources, 256, batch_size, True)
+    t_hf, hf = timed(hf_generate, model, tok, sources, 256, batch_size, False)
+    same = [parse_label(t) for t in pipe] == [parse_label(t) for t in stop] == [parse_label(t) for t in hf]
+    prefix = sum(h.startswith(p) for p, h in zip(pipe, hf, strict=True))
+    print(f"    CoT before, pipeline (a row leaves the batch when done):   {n / t_pipe:6.2f} examples/s")
+    print(f"    CoT before, model.generate + marker stop (whole batch):    {n / t_stop:6.2f} examples/s")
+    print(f"    CoT before, model.generate, 256 new tokens:                {n / t_hf:6.2f} examples/s")
+    print(f"    ratios: {t_stop / t_pipe:.1f}x against generate + marker stop, {t_hf / t_pipe:.1f}x against 256 "
+          f"tokens; identical labels: {same}; pipeline text a prefix of generate's: {prefix}/{n}")
 
 
 class StepTimer(TrainerCallback):
@@ -164,9 +242,67 @@ def bench_train(model_dir: str, targets: str, steps: int, threads: int, profile:
           f"{rates['trainer (dynamic + grouped)'] / rates['trainer (pad to max)']:.1f}x")
 
 
+def validation_shares(models: str) -> None:
+    """Each finished fine-tune's validation seconds against its wall time (train_metrics.json)."""
+    for path in sorted(Path(models).glob("*/seed*/train_metrics.json")):
+        m = json.loads(path.read_text())
+        if "validation_s" in m:
+            print(f"    {path.parent.parent.name:>12}: validation {m['validation_s']:5.0f} s of "
+                  f"{m['wall_time_s']:5.0f} s ({m['validation_share']:.0%}), {m['tokens_per_s']:.0f} tokens/s over "
+                  f"the whole fine-tune")
+
+
+def planned_jobs(configfile: str | None) -> tuple[float, int]:
+    """Seconds and jobs of `snakemake -n` (the whole DAG built and checked against the files on disk)."""
+    cmd = [str(Path(sys.executable).with_name("snakemake")), "-n", "--quiet", "rules", "--cores", "1"]
+    start = time.perf_counter()
+    out = subprocess.run(cmd + (["--configfile", configfile] if configfile else []), capture_output=True, text=True,
+                         check=True, timeout=600)
+    seconds = time.perf_counter() - start
+    total = re.search(r"^total\s+(\d+)", out.stdout + out.stderr, re.M)
+    return seconds, int(total.group(1)) if total else 0
+
+
+def bench_planning(configs: list[str]) -> None:
+    print("(c) planning (snakemake -n)")
+    for configfile in configs:
+        seconds, jobs = planned_jobs(configfile)
+        print(f"    {configfile:>30}: {jobs:5d} jobs planned in {seconds:4.1f} s")
+    seconds, jobs = planned_jobs(None)
+    print(f"    {'rerun of the finished main job':>30}: {jobs:5d} jobs planned in {seconds:4.1f} s")
+
+
+def bench_teachers(student_dir: str, data: str, n: int, threads: int, backends: list[str]) -> None:
+    """Generated tokens/s of each teacher backend on the same chat prompts (CSQA template, 64 new tokens)."""
+    from cotdistill.prompts import load_template
+    from cotdistill.teachers import BACKENDS
+
+    rows = pd.read_parquet(data).head(n)
+    template = load_template("prompts/csqa.yaml")
+    tok = AutoTokenizer.from_pretrained(student_dir)
+    print(f"(d) teacher generation, {n} prompts, {student_dir} as the teacher")
+    rates = {}
+    for name in backends:
+        spec = {"backend": name, "model": {"source": "local", "path": student_dir}, "chat": True,
+                "decoding": {"max_new_tokens": 64, "temperature": 0.0}}
+        backend = BACKENDS.get(name)("bench", spec, "csqa", "train", threads)
+        prompts = backend.prepare([template.render(r) for r in rows.to_dict("records")])
+        seconds, texts = timed(backend.generate, prompts, rows, backend.decoding)
+        tokens = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+        rates[name] = tokens / seconds
+        print(f"    {name:>12}: {rates[name]:7.1f} generated tokens/s ({tokens} tokens in {seconds:.1f} s)")
+    if "vllm" in rates and "transformers" in rates:
+        print(f"    ratio vllm / transformers: {rates['vllm'] / rates['transformers']:.1f}x")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=f"results/models/{RUN}/seed0")
+    p.add_argument("--cot-before", default=f"results/models/{RUN.replace('cot_after', 'cot_before')}/seed0")
+    p.add_argument("--configs", nargs="*", default=["configs/paper_table1.yaml", "configs/paper_mysteries.yaml"],
+                   help="paper configs to dry-run")
+    p.add_argument("--teachers", default="transformers", help="backends to time, comma-separated")
+    p.add_argument("--train-data", default="results/data/csqa/train.parquet", help="the teachers' examples")
     p.add_argument("--student", default="results/hf/smollm2-135m")
     p.add_argument("--data", default="results/data/csqa/test.parquet")
     p.add_argument("--targets", default="results/targets/csqa/palm540b/cot_after/train.parquet")
@@ -176,8 +312,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of one step")
     args = p.parse_args()
-    bench_eval(args.model, args.data, args.n, args.batch_size, args.threads)
+    label_format = yaml.safe_load(Path("config.yaml").read_text())["targets"]["label_format"]
+    bench_eval(args.model, args.cot_before, args.data, args.n, args.batch_size, args.threads, label_format)
     bench_train(args.student, args.targets, args.steps, args.threads, args.profile)
+    print("    validation share of the main job's fine-tunes:")
+    validation_shares(str(Path(args.model).parent.parent))
+    bench_planning(args.configs)
+    bench_teachers(args.student, args.train_data, 16, args.threads, args.teachers.split(","))
 
 
 if __name__ == "__main__":

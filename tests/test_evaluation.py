@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from cotdistill.datasets import load_split
 from cotdistill.evaluation import (canonical, extract_label, generate, label_budget, parse_label,
@@ -57,20 +56,22 @@ def test_marker_closes_at_the_second_marker_and_only_decodes_at_closing_tokens()
     assert not closes_marker(tok, gen[:first], frozenset())  # nothing decoded without a closing token
 
 
-def test_greedy_drops_finished_rows_and_matches_generate(marker_model):
-    """Dropping finished rows (and their cache) changes no row: each row equals `model.generate`'s greedy output
-    up to where it finished, and a row that never finishes runs to the budget."""
+def test_greedy_drops_finished_rows_and_matches_generate(tiny_gpt2):
+    """Dropping finished rows (and their cache) changes no row: on prompts of different lengths (left padding, so
+    position ids matter) each row equals `model.generate`'s greedy output up to where it finished, and a row that
+    never finishes runs to the budget."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from cotdistill.evaluation import greedy
 
-    tok = AutoTokenizer.from_pretrained(marker_model)
-    tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(marker_model).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_gpt2)
+    tok.padding_side, tok.pad_token = "left", tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(tiny_gpt2).eval()
     enc = tok(["Q: a", "Q: a longer question with more words", "Q: mid length one"], return_tensors="pt",
               padding=True)
     ref = model.generate(**enc, max_new_tokens=12, do_sample=False, num_beams=1, pad_token_id=tok.eos_token_id,
                          eos_token_id=None)[:, enc["input_ids"].shape[1]:].tolist()
+    assert len({tuple(r) for r in ref}) == 3  # distinct rows: a mix-up between rows would show
     stops = {0: 3, 2: 7}  # rows 0 and 2 finish after 3 and 7 tokens; row 1 never
     calls, rows = [], {}
 
@@ -83,6 +84,26 @@ def test_greedy_drops_finished_rows_and_matches_generate(marker_model):
     assert [len(g) for g in out] == [3, 12, 7]
     assert all(out[r] == ref[r][:len(out[r])] for r in range(3))
     assert len(calls) == 3 + 12 + 7  # a finished row is never asked again
+
+
+def test_generate_without_marker_stop_equals_model_generate(marker_model):
+    """The whole `generate` path (sorting, batching, EOS, decoding) gives `model.generate`'s greedy text."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(marker_model)
+    model = AutoModelForCausalLM.from_pretrained(marker_model).eval()
+    data = load_split("csqa", {"loader": "csqa_dss", "path": str(ROOT / "data/dss/cqa"), "subsample": {"test": 12}},
+                      "test")
+    sources = [format_source(r) for r in data.to_dict("records")]
+    ours = generate(model, tok, sources, 30, batch_size=5, stop_at_marker=False)
+    tok.padding_side = "left"
+    ref = []
+    for s in sources:  # one at a time: no padding at all in the reference
+        enc = tok([s], return_tensors="pt")
+        ids = model.generate(**enc, max_new_tokens=30, do_sample=False, num_beams=1, pad_token_id=tok.eos_token_id)
+        ref.append(tok.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+    assert ours == ref
+    assert any(len(r) > 0 for r in ref)
 
 
 def test_generation_stops_at_marker_and_matches_full_length(marker_model):
@@ -129,3 +150,21 @@ def test_svamp_answers_are_scored_by_value():
     assert not same_label("( 84 / 4 )", "( 84.0 / 2.0 )", "math") and not same_label("x", "x", "math")
     s = score([canonical(p, MATH, "text") for p in ["( 84 / 2 )", "( 42.0 )", "( 84 / 3 )", None]], ["42"] * 4)
     assert s["correct"] == 2 and s["unparsed"] == 1
+
+
+def test_evaluation_loads_weights_in_the_precision_chosen(marker_model, tmp_path, monkeypatch):
+    """`precision` reaches the model's dtype and the eval JSON; auto asks `use_bf16` with the evaluation key."""
+    from cotdistill import evaluation
+    from cotdistill.io import write_parquet
+
+    data = load_split("csqa", {"loader": "csqa_dss", "path": str(ROOT / "data/dss/cqa"), "subsample": {"test": 4}},
+                      "test")
+    write_parquet(data, tmp_path / "test.parquet")
+    asked = []
+    monkeypatch.setattr(evaluation, "use_bf16", lambda precision, key: asked.append((precision, key)) or True)
+    out = evaluation.evaluate(str(marker_model), str(tmp_path / "test.parquet"), "cot_after", True, "letter",
+                              str(tmp_path / "e.json"), str(tmp_path / "p.parquet"), str(tmp_path / "s.json"),
+                              precision="auto")
+    assert asked == [("auto", "evaluation.precision")]
+    assert out["decoding"]["precision"] == "bfloat16" and out["n"] == 4
+    assert '"dtype": "bfloat16"' in (tmp_path / "s.json").read_text()

@@ -16,6 +16,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from cotdistill.precision import use_bf16
+
 from .conftest import ROOT, build_tiny_gpt2, copy_workflow
 from .test_workflow import SNAKEMAKE, smk
 
@@ -117,6 +119,8 @@ def test_whole_dag_report_and_nothing_left_to_do(finished):
     assert {"accuracy", "n", "unparsed", "predicted_distribution", "decoding", "ci95", "majority_rate"} <= set(evals)
     metrics = json.loads((workdir / f"{MODEL}/train_metrics.json").read_text())
     assert metrics["steps"] > 0 and metrics["tokens_seen"] > 0 and metrics["resumed_from_step"] == 0
+    assert 0 < metrics["validation_s"] < metrics["wall_time_s"] and 0 < metrics["validation_share"] < 1
+    assert evals["decoding"]["precision"] == ("bfloat16" if use_bf16("auto") else "float32")
     before = json.loads((workdir / MODEL.replace("/none/", "/cot_before/") / "train_metrics.json").read_text())
     assert before["dropped_overlong"] >= 1 and metrics["dropped_overlong"] == 0
     assert before["train_examples"] + before["dropped_overlong"] == metrics["train_examples"]
@@ -177,6 +181,7 @@ RERUNS = [
      {}),
     ("evaluation batch size", _set("evaluation.batch_size", 4), {}),
     ("CoT-before generation cap", _set("evaluation.max_new_tokens", 99), {"evaluate": 2, "report": 1, "reports": 1}),
+    ("evaluation precision", _set("evaluation.precision", "fp32"), {"evaluate": 8, "report": 1, "reports": 1}),
     ("cache_dir", _set("cache_dir", "elsewhere/cache"), {}),
     ("seeds list", _set("experiments.table1.seeds", [0, 1]), {"finetune": 8, "evaluate": 8, "report": 1,
                                                              "reports": 1}),
@@ -300,3 +305,30 @@ def test_paper_grid_dry_run_plans_every_job(workdir):
     assert counts["finetune"] == counts["evaluate"] == 81
     assert counts["targets"] == 9 and counts["rationales"] == 3 and counts["dataset"] == 6
     assert counts["report"] == 1 and "convert_student" not in counts  # hub students need no conversion
+
+
+def test_cost_report_reads_the_finished_run_and_extrapolates_the_paper_grid(finished):
+    from cotdistill import cost
+
+    workdir, _ = finished
+    config = cost.load_config([], base=str(workdir / "config.yaml"))
+    table = cost.measured(config, workdir / "results").set_index(["experiment", "rule"])
+    assert table.loc[("table1", "finetune"), "jobs"] == table.loc[("table1", "evaluate"), "jobs"] == "8/8"
+    assert table.loc[("teach", "rationales"), "jobs"] == "1/1"
+    assert (table["wall_min"] > 0).all() and (table["cpu_min"] > 0).all()
+    metrics = [json.loads(p.read_text()) for p in (workdir / "results/models").glob("*/*/*/*/seed0/train_metrics.json")]
+    assert table.loc[("table1", "finetune"), "tokens"] == sum(m["tokens_seen"] for m in metrics)
+
+    lengths = cost.mean_lengths(config, workdir / "results")
+    paper = cost.load_config([str(ROOT / "configs/paper_table1.yaml")], base=str(workdir / "config.yaml"))
+    est = cost.extrapolate(paper, lengths, tflops=100.0, mfu=0.5).set_index("experiment")
+    sizes = cost.sizes().set_index(["kind", "name", "split"], drop=True)["value"]
+    params = sum(sizes[("model", m, "")] for m in ("openai-community/gpt2-xl", "microsoft/phi-1_5",
+                                                   "google/gemma-2b"))
+    train = sum(n - min(500, n // 5) for n in (sizes[("dataset", d, "train")] for d in ("CSQA", "OBQA", "QuaRel")))
+    tokens_per_item = 3 * 3 * sum(lengths[k] for k in ("none", "cot_before", "cot_after"))  # 3 seeds x 3 epochs
+    expected = 6 * params * train * tokens_per_item / (100e12 * 0.5) / 3600
+    assert est.loc["paper_table1", "fine-tunes"] == 81
+    assert est.loc["paper_table1", "finetune_gpu_h"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="'cot_before'.*no finished fine-tune"):
+        cost.extrapolate(paper, {k: v for k, v in lengths.items() if k != "cot_before"})

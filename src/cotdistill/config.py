@@ -449,12 +449,17 @@ MODEL = "results/models/{dataset}/{teacher}/{student}/{ablation}/seed{seed}"
 EVAL = "results/eval/{dataset}/{teacher}/{student}/{ablation}/seed{seed}"
 
 
-def eval_targets(config: dict, experiment: str, suffix: str = ".json") -> list[str]:
-    """Eval outputs of one experiment's grid: datasets x students x ablations x seeds."""
+def cells(config: dict, experiment: str) -> list[dict]:
+    """One experiment's grid of fine-tuned models: datasets x students x ablations x seeds."""
     e = config["experiments"][experiment]
-    return [EVAL.format(dataset=ds, teacher=e["teacher"], student=st, ablation=ab, seed=seed) + suffix
+    return [{"dataset": ds, "teacher": e["teacher"], "student": st, "ablation": ab, "seed": seed}
             for ds in e["datasets"] for st in e.get("students", []) for ab in e.get("ablations", [])
             for seed in e.get("seeds", [0])]
+
+
+def eval_targets(config: dict, experiment: str, suffix: str = ".json") -> list[str]:
+    """Eval outputs of one experiment's grid."""
+    return [EVAL.format(**cell) + suffix for cell in cells(config, experiment)]
 
 
 REPORT_EXTENSIONS = (".md", ".csv", ".tex", ".png", ".pdf", ".tests.csv", ".items.parquet", ".flips.md")

@@ -2,14 +2,15 @@
 
 Measured (``measured``): per experiment and rule, the jobs found, their wall and CPU time from Snakemake's
 ``benchmark:`` TSVs (columns ``s`` and ``cpu_time``) and their tokens (fine-tunes: ``tokens_seen`` of
-train_metrics.json; evaluations: test items x mean training-example length, as an estimate). A job shared by two
-experiments (the rationales, a CoT-before model that feeds an attribution) counts in both.
+train_metrics.json; evaluations: test items x mean training-example length, as an estimate). Every job an
+experiment needs counts in it, shared ones too (the rationales; the CoT-before model an attribution reads).
 
 Extrapolated (``extrapolate``): a config's GPU-hours from FLOPs = 6 x parameters x training tokens per fine-tune
-(plus 2 x parameters x tokens for its validations and its evaluation) over a stated throughput (a GPU's dense bf16
-peak x an MFU, both assumed unless given). Training tokens = train items x epochs x the mean example length
-measured for that ablation in a finished run (its tokenizer and rationales; early stopping can only lower it), so
-the estimate is an upper bound for the fine-tunes and a lower bound for generation, which is memory-bound. Item and
+(plus 2 x parameters x tokens for its validations and its evaluations) over a stated throughput (a GPU's dense bf16
+peak x an MFU, both assumed unless given). Training tokens = the items left after the validation hold-out x epochs
+(or max_steps x batch) x the mean example length measured for that ablation in a finished run (its tokenizer and
+rationales; early stopping can only lower it), so the estimate is an upper bound for the fine-tunes and a lower
+bound for generation, which is memory-bound. Teacher generation and attribution are not estimated. Item and
 parameter counts come from the config (subsample), a local model's weights, or ``resources/published/sizes.csv``.
 """
 
@@ -20,12 +21,14 @@ import importlib.resources
 import io as _io
 import json
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
 from . import config as cfg
+from .ablations import ABLATIONS
 
 RULES = ("rationales", "attribution", "finetune", "evaluate")
 H100_BF16_TFLOPS = 989.0  # dense bf16 peak of an H100 SXM (NVIDIA datasheet)
@@ -42,17 +45,11 @@ def load_config(configfiles: list[str], base: str = "config.yaml") -> dict:
     return cfg.expand(config)
 
 
+@lru_cache(maxsize=1)
 def sizes() -> pd.DataFrame:
+    """Item and parameter counts for what cannot be loaded offline (``resources/published/sizes.csv``)."""
     text = importlib.resources.files("cotdistill").joinpath("resources/published/sizes.csv").read_text()
-    return pd.read_csv(_io.StringIO(text), comment="#", dtype={"split": str})
-
-
-def cells(config: dict, experiment: str) -> list[dict]:
-    """One dict per fine-tuned model of an experiment (dataset, teacher, student, ablation, seed)."""
-    e = config["experiments"][experiment]
-    return [{"dataset": ds, "teacher": e["teacher"], "student": st, "ablation": ab, "seed": seed}
-            for ds in e["datasets"] for st in e.get("students", []) for ab in e.get("ablations", [])
-            for seed in e.get("seeds", [0])]
+    return pd.read_csv(_io.StringIO(text), comment="#", dtype={"split": str}, keep_default_na=False)
 
 
 def _bench(path: Path) -> dict | None:
@@ -62,53 +59,58 @@ def _bench(path: Path) -> dict | None:
     return {"wall_s": float(row["s"]), "cpu_s": float(row["cpu_time"])}
 
 
-def _metrics(path: Path) -> dict | None:
+def _json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _cell_path(cell: dict) -> str:
+    return f"{cell['dataset']}/{cell['teacher']}/{cell['student']}/{cell['ablation']}/seed{cell['seed']}"
+
+
+def jobs(config: dict, experiment: str) -> dict[str, list[str]]:
+    """Per rule, the benchmark TSVs (under results/benchmarks) of every job an experiment needs, shared jobs
+    included: the rationales, and for an attribution ablation its attribution and the CoT-before fine-tune it
+    attributes."""
+    e = config["experiments"][experiment]
+    out: dict[str, list[str]] = {rule: [] for rule in RULES}
+    for ds in e["datasets"]:
+        own = ["train"] if e.get("students") else cfg.dataset_spec(config, ds)["splits"]
+        for split in cfg.teacher_spec(config, e["teacher"]).get("splits") or own:
+            out["rationales"].append(f"rationales/{e['teacher']}/{ds}/{split}")
+    for c in cfg.cells(config, experiment):
+        out["finetune"].append(f"finetune/{_cell_path(c)}")
+        out["evaluate"].append(f"eval/{_cell_path(c)}")
+        if "attribution" in ABLATIONS.get(cfg.ablation_spec(config, c["ablation"])["kind"]).needs:
+            prefix = cfg.attribution_prefix(config, c["dataset"], c["teacher"], c["ablation"])
+            out["attribution"].append(prefix.removeprefix("results/"))
+            out["finetune"].append("finetune/" + "/".join(prefix.split("/")[2:7]))  # the model it attributes
+    return {rule: [f"{p}.tsv" for p in dict.fromkeys(paths)] for rule, paths in out.items()}
+
+
 def measured(config: dict, results: str | Path = "results") -> pd.DataFrame:
-    """Per experiment and rule: jobs found (of jobs planned), wall and CPU seconds, tokens."""
+    """Per experiment and rule: jobs found (of jobs needed), wall and CPU minutes, tokens."""
     results = Path(results)
     rows = []
     for exp in cfg.experiments_to_run(config):
-        found: dict[str, list[dict]] = {r: [] for r in RULES}
-        planned = dict.fromkeys(RULES, 0)
-        e = config["experiments"][exp]
-        for ds in e["datasets"]:
-            students_only = ["train"] if e.get("students") else cfg.dataset_spec(config, ds)["splits"]
-            for split in cfg.teacher_spec(config, e["teacher"]).get("splits") or students_only:
-                planned["rationales"] += 1
-                b = _bench(results / "benchmarks/rationales" / e["teacher"] / ds / f"{split}.tsv")
-                if b:
-                    found["rationales"].append({**b, "tokens": None})
-        for c in cells(config, exp):
-            cell = f"{c['dataset']}/{c['teacher']}/{c['student']}/{c['ablation']}/seed{c['seed']}"
-            m = _metrics(results / "models" / cell / "train_metrics.json")
-            for rule, sub in (("finetune", "finetune"), ("evaluate", "eval")):
-                planned[rule] += 1
-                b = _bench(results / "benchmarks" / sub / f"{cell}.tsv")
-                if not b:
-                    continue
-                if rule == "finetune":
-                    tokens = m["tokens_seen"] if m else None
-                else:
-                    speed = _metrics(results / "eval" / f"{cell}.speed.json")
-                    tokens = speed["n"] * m["mean_length"] if speed and m else None
-                found[rule].append({**b, "tokens": tokens})
-            attr = results / "benchmarks/attribution" / c["dataset"] / c["teacher"]
-            spec = cfg.ablation_spec(config, c["ablation"])
-            if spec["kind"] in ("ig_topk", "ig_topk_shuffled") and attr.is_dir():
-                planned["attribution"] += 1
-                for path in sorted(attr.glob(f"{spec['student']}/*/seed{c['seed']}/*.tsv")):
-                    found["attribution"].append({**_bench(path), "tokens": None})
-        for rule in RULES:
-            if not planned[rule]:
+        for rule, paths in jobs(config, exp).items():
+            if not paths:
                 continue
-            jobs = found[rule]
-            tokens = [j["tokens"] for j in jobs if j["tokens"] is not None]
-            rows.append({"experiment": exp, "rule": rule, "jobs": f"{len(jobs)}/{planned[rule]}",
-                         "wall_min": sum(j["wall_s"] for j in jobs) / 60,
-                         "cpu_min": sum(j["cpu_s"] for j in jobs) / 60,
+            found, tokens = [], []
+            for path in paths:
+                b = _bench(results / "benchmarks" / path)
+                if b is None:
+                    continue
+                found.append(b)
+                cell = path.split("/", 1)[1].removesuffix(".tsv")
+                metrics = _json(results / "models" / cell / "train_metrics.json")
+                speed = _json(results / "eval" / f"{cell}.speed.json")
+                if rule == "finetune" and metrics:
+                    tokens.append(metrics["tokens_seen"])
+                elif rule == "evaluate" and metrics and speed:
+                    tokens.append(speed["n"] * metrics["mean_length"])
+            rows.append({"experiment": exp, "rule": rule, "jobs": f"{len(found)}/{len(paths)}",
+                         "wall_min": sum(b["wall_s"] for b in found) / 60,
+                         "cpu_min": sum(b["cpu_s"] for b in found) / 60,
                          "tokens": round(sum(tokens)) if tokens else None})
     return pd.DataFrame(rows).astype({"tokens": "Int64"})
 
@@ -169,30 +171,35 @@ def _items(config: dict, dataset: str, split: str) -> int:
 
 def extrapolate(config: dict, lengths: dict[str, float], tflops: float = H100_BF16_TFLOPS,
                 mfu: float = ASSUMED_MFU, results: str | Path = "results") -> pd.DataFrame:
-    """GPU-hours per experiment of `config` from token counts and FLOPs over `tflops` x `mfu`."""
+    """GPU-hours per experiment of `config` (its fine-tunes, their validations, its evaluations) from token counts
+    and FLOPs over `tflops` x `mfu`."""
     results = Path(results)
     rate = tflops * 1e12 * mfu
     rows = []
     for exp in cfg.experiments_to_run(config):
         flops = {"finetune": 0.0, "validation": 0.0, "evaluate": 0.0}
-        jobs = 0
-        for c in cells(config, exp):
-            spec = cfg.ablation_spec(config, c["ablation"])
-            key = _length_key(spec)
-            if key not in lengths:
-                raise ValueError(f"ablation {c['ablation']!r} ({key}): no finished fine-tune of this kind to measure "
-                                 f"its example length; run one (e.g. a cpu_* config) first")
-            n = _parameters(config, c["student"], results)
-            t = cfg.training_settings(config, c["student"])
-            train = _items(config, c["dataset"], "train")
-            tokens = train * float(t["epochs"]) * lengths[key]
-            steps = train * float(t["epochs"]) / int(t["batch_size"])
-            validations = steps // int(t["eval_every"]) + 1
-            flops["finetune"] += 6 * n * tokens
-            flops["validation"] += 2 * n * validations * min(int(t["validation_size"]), train) * lengths[key]
-            flops["evaluate"] += 2 * n * _items(config, c["dataset"], "test") * lengths[key]
-            jobs += 1
-        rows.append({"experiment": exp, "fine-tunes": jobs,
+        needed = jobs(config, exp)
+        for rule in ("finetune", "evaluate"):
+            for path in needed[rule]:
+                dataset, _, student, ablation, _ = path.removesuffix(".tsv").split("/")[1:]
+                key = _length_key(cfg.ablation_spec(config, ablation))
+                if key not in lengths:
+                    raise ValueError(f"ablation {ablation!r} ({key}): no finished fine-tune of this kind to measure "
+                                     f"its example length; run one (e.g. a cpu_* config) first")
+                n = _parameters(config, student, results)
+                if rule == "evaluate":
+                    flops["evaluate"] += 2 * n * _items(config, dataset, "test") * lengths[key]
+                    continue
+                t = cfg.training_settings(config, student)
+                items = _items(config, dataset, "train")
+                held = min(int(t["validation_size"]), items // 5)  # as training.split_validation holds out
+                steps = (items - held) * float(t["epochs"]) / (int(t["batch_size"]) * int(t["grad_accum"]))
+                if int(t["max_steps"]) > 0:
+                    steps = min(steps, int(t["max_steps"]))
+                examples = steps * int(t["batch_size"]) * int(t["grad_accum"])
+                flops["finetune"] += 6 * n * examples * lengths[key]
+                flops["validation"] += 2 * n * (steps // int(t["eval_every"]) + 1) * held * lengths[key]
+        rows.append({"experiment": exp, "fine-tunes": len(needed["finetune"]),
                      **{f"{k}_gpu_h": v / rate / 3600 for k, v in flops.items()},
                      "total_gpu_h": sum(flops.values()) / rate / 3600})
     return pd.DataFrame(rows)

@@ -14,6 +14,7 @@ import logging
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -89,10 +90,17 @@ def label_budget(tokenizer, labels: list[str], margin: int = 2) -> int:
                for lab in labels) + margin
 
 
+def answer_budget(tokenizer, rows: list[dict], label_format: str) -> int:
+    """New tokens a label-first model needs on `rows`: the longest candidate label between its markers."""
+    return label_budget(tokenizer, sorted({lab for r in rows for lab in candidate_labels(r, label_format)}
+                                          | {label_string(r, label_format) for r in rows}))
+
+
 def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_size: int = 16,
              stop_at_marker: bool = True, desc: str = "generate") -> list[str]:
     """Greedy continuations of `sources`, batched with left padding, sorted by length to pad little; a row ends at
-    EOS, at the closing marker (`stop_at_marker`) or after `max_new_tokens`."""
+    EOS (the generation config's and the tokenizer's, which training appends to every target), at the closing
+    marker (`stop_at_marker`) or after `max_new_tokens`."""
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -114,10 +122,12 @@ def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_si
 
 @torch.inference_mode()
 def greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
-           finished) -> list[list[int]]:
+           finished: Callable[[list[int]], bool]) -> list[list[int]]:
     """Greedy decoding of a left-padded batch that drops each row from the batch (and its KV cache) once
     `finished(generated_ids)` says so. `model.generate` keeps finished rows in the batch until every row is done,
-    so one rationale that never closes its marker made a whole batch of 32 decode all 256 steps."""
+    so one rationale that never closes its marker made its whole batch decode all 256 steps. Plain argmax: the
+    logits processors a `generation_config` may set (repetition penalty and the like) are not applied, as the
+    students here set none."""
     from transformers import DynamicCache
 
     generated: list[list[int]] = [[] for _ in range(len(input_ids))]
@@ -206,8 +216,8 @@ def evaluate(model_dir: str, data: str, ablation: str, label_first: bool, label_
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     gold = [label_string(r, label_format) for r in rows]
-    all_labels = sorted({lab for r in rows for lab in candidate_labels(r, label_format)} | set(gold))
-    max_new = label_budget(tok, all_labels) if label_first else int(max_new_tokens or EVALUATION["max_new_tokens"])
+    max_new = answer_budget(tok, rows, label_format) if label_first else int(max_new_tokens or
+                                                                            EVALUATION["max_new_tokens"])
     start = time.perf_counter()
     texts = generate(model, tok, [format_source(r) for r in rows], max_new, batch_size, desc=f"eval {ablation}")
     seconds = time.perf_counter() - start
