@@ -168,3 +168,29 @@ def test_evaluation_loads_weights_in_the_precision_chosen(marker_model, tmp_path
     assert asked == [("auto", "evaluation.precision")]
     assert out["decoding"]["precision"] == "bfloat16" and out["n"] == 4
     assert '"dtype": "bfloat16"' in (tmp_path / "s.json").read_text()
+
+
+def test_a_draft_changes_nothing_whether_taken_or_refused(marker_model):
+    """The opening marker as a draft is verified, not assumed: taken where greedy decoding would produce it, refused
+    (cache cut back) where it would not; the text is the same either way."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cotdistill.evaluation import greedy, target_prefix_ids
+
+    tok = AutoTokenizer.from_pretrained(marker_model)
+    model = AutoModelForCausalLM.from_pretrained(marker_model).eval()
+    data = load_split("csqa", {"loader": "csqa_dss", "path": str(ROOT / "data/dss/cqa"), "subsample": {"test": 8}},
+                      "test")
+    sources = [format_source(r) for r in data.to_dict("records")]
+    plain = generate(model, tok, sources, 30, batch_size=4)
+    assert generate(model, tok, sources, 30, batch_size=4, draft="[FIN_LABEL]") == plain
+    assert generate(model, tok, sources, 30, batch_size=4, draft="no such start") == plain
+    marker = target_prefix_ids(tok, "[FIN_LABEL]")
+    assert tok.decode(marker).strip() == "[FIN_LABEL]"
+    enc = tok(sources[:4], return_tensors="pt", padding=True)
+    calls, passes = [], []
+    model.register_forward_pre_hook(lambda module, args: passes.append(1))
+    out = greedy(model, enc["input_ids"], enc["attention_mask"], 30, lambda g: calls.append(len(g)) or False, marker)
+    assert all(row[:len(marker)] == marker for row in out)
+    assert len(passes) == 30 - len(marker)  # taken: the marker and the token after it came from the first pass
+    assert calls.count(1) == 4 and all(len(row) == 30 for row in out)  # every token still passes `finished`

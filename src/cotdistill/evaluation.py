@@ -97,10 +97,11 @@ def answer_budget(tokenizer, rows: list[dict], label_format: str) -> int:
 
 
 def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_size: int = 16,
-             stop_at_marker: bool = True, desc: str = "generate") -> list[str]:
+             stop_at_marker: bool = True, desc: str = "generate", draft: str | None = None) -> list[str]:
     """Greedy continuations of `sources`, batched with left padding, sorted by length to pad little; a row ends at
     EOS (the generation config's and the tokenizer's, which training appends to every target), at the closing
-    marker (`stop_at_marker`) or after `max_new_tokens`."""
+    marker (`stop_at_marker`) or after `max_new_tokens`. `draft`: text every continuation is expected to start
+    with (the opening marker, for label-first models), verified in the prompt's forward pass (`greedy`)."""
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -110,51 +111,84 @@ def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_si
     closing = closing_ids(tokenizer) if stop_at_marker else None
     eos = model.generation_config.eos_token_id
     eos = (set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}) - {None}
+    draft_ids = target_prefix_ids(tokenizer, draft) if draft else []
     for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
         idx = order[start:start + batch_size]
         enc = tokenizer([sources[i] for i in idx], return_tensors="pt", padding=True).to(device)
         rows = greedy(model, enc["input_ids"], enc["attention_mask"], max_new_tokens,
-                      lambda gen: gen[-1] in eos or (closing is not None and closes_marker(tokenizer, gen, closing)))
+                      lambda gen: gen[-1] in eos or (closing is not None and closes_marker(tokenizer, gen, closing)),
+                      draft_ids)
         for i, text in zip(idx, tokenizer.batch_decode(rows, skip_special_tokens=True), strict=True):
             out[i] = text
     return out
 
 
+def target_prefix_ids(tokenizer, text: str) -> list[int]:
+    """The ids a target starting with `text` starts with, as training tokenizes targets (`" " + target`): the
+    tokens of `text` that stay the same whatever follows it."""
+    alone = tokenizer(" " + text, add_special_tokens=False)["input_ids"]
+    followed = tokenizer(" " + text + " x", add_special_tokens=False)["input_ids"]
+    n = next((i for i, (a, b) in enumerate(zip(alone, followed, strict=False)) if a != b), min(len(alone), len(followed)))
+    return alone[:n]
+
+
 @torch.inference_mode()
 def greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
-           finished: Callable[[list[int]], bool]) -> list[list[int]]:
+           finished: Callable[[list[int]], bool], draft: list[int] | None = None) -> list[list[int]]:
     """Greedy decoding of a left-padded batch that drops each row from the batch (and its KV cache) once
     `finished(generated_ids)` says so. `model.generate` keeps finished rows in the batch until every row is done,
-    so one rationale that never closes its marker made its whole batch decode all 256 steps. Plain argmax: the
-    logits processors a `generation_config` may set (repetition penalty and the like) are not applied, as the
-    students here set none."""
+    so one rationale that never closes its marker made its whole batch decode all 256 steps.
+
+    `draft` (token ids every row is expected to generate first) is appended to the prompts in the first forward
+    pass; if greedy decoding would have produced it in every row (each draft position's argmax is the next draft
+    token), those tokens are taken at the cost of that one pass instead of one decoding step each, otherwise the
+    cache is cut back to the prompts and decoding goes on as without it. Plain argmax: the logits processors a
+    `generation_config` may set (repetition penalty and the like) are not applied, as the students here set none.
+    """
     from transformers import DynamicCache
 
-    generated: list[list[int]] = [[] for _ in range(len(input_ids))]
-    alive = list(range(len(input_ids)))
-    cache = DynamicCache(config=model.config)
-    mask = attention_mask
+    n, prompt_len = input_ids.shape
+    if max_new_tokens <= 0:
+        return [[] for _ in range(n)]
+    draft = list(draft or [])[:max_new_tokens - 1]
+    ids, mask = input_ids, attention_mask
+    if draft:
+        ids = torch.cat([input_ids, input_ids.new_tensor(draft).expand(n, -1)], -1)
+        mask = torch.cat([attention_mask, attention_mask.new_ones(n, len(draft))], -1)
     positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as generate builds them
-    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                   use_cache=True, logits_to_keep=1).logits[:, -1]
-    for step in range(max_new_tokens):
-        tokens = logits.argmax(-1)
+    cache = DynamicCache(config=model.config)
+    guess = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                  use_cache=True, logits_to_keep=len(draft) + 1).logits.argmax(-1)
+    if draft and bool((guess[:, :-1] == guess.new_tensor(draft)).all()):
+        pending = [draft + [t] for t in guess[:, -1].tolist()]
+    else:
+        if draft:  # some row would not start with the draft: back to the prompts alone
+            cache.crop(prompt_len)
+            mask, positions = attention_mask, positions[:, :prompt_len]
+        pending = [[t] for t in guess[:, 0].tolist()]
+    generated: list[list[int]] = [[] for _ in range(n)]
+    alive = list(range(n))
+    while True:
         keep = []
-        for j, (row, token) in enumerate(zip(alive, tokens.tolist(), strict=True)):
-            generated[row].append(token)
-            if not finished(generated[row]):
+        for j, (row, tokens) in enumerate(zip(alive, pending, strict=True)):
+            for token in tokens:
+                generated[row].append(token)
+                if finished(generated[row]) or len(generated[row]) >= max_new_tokens:
+                    break
+            else:
                 keep.append(j)
-        if not keep or step == max_new_tokens - 1:
-            break
+        if not keep:
+            return generated
         if len(keep) < len(alive):
-            sel = torch.tensor(keep, device=tokens.device)
+            sel = torch.tensor(keep, device=mask.device)
             cache.batch_select_indices(sel)
-            alive, tokens, mask, positions = [alive[j] for j in keep], tokens[sel], mask[sel], positions[sel]
+            alive, mask, positions = [alive[j] for j in keep], mask[sel], positions[sel]
+        last = mask.new_tensor([generated[row][-1] for row in alive])[:, None]
         mask = torch.cat([mask, mask.new_ones(len(alive), 1)], -1)
         positions = positions[:, -1:] + 1
-        logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions,
-                       past_key_values=cache, use_cache=True).logits[:, -1]
-    return generated
+        logits = model(input_ids=last, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                       use_cache=True).logits[:, -1]
+        pending = [[t] for t in logits.argmax(-1).tolist()]
 
 
 def canonical(pred: str | None, row: dict, label_format: str) -> str | None:
@@ -219,7 +253,8 @@ def evaluate(model_dir: str, data: str, ablation: str, label_first: bool, label_
     max_new = answer_budget(tok, rows, label_format) if label_first else int(max_new_tokens or
                                                                             EVALUATION["max_new_tokens"])
     start = time.perf_counter()
-    texts = generate(model, tok, [format_source(r) for r in rows], max_new, batch_size, desc=f"eval {ablation}")
+    texts = generate(model, tok, [format_source(r) for r in rows], max_new, batch_size, desc=f"eval {ablation}",
+                     draft=ablations.MARK if label_first else None)
     seconds = time.perf_counter() - start
     preds = [extract_label(t) for t in texts]
     classes = [canonical(p, r, label_format) for p, r in zip(preds, rows, strict=True)]

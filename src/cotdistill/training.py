@@ -264,7 +264,7 @@ def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str | Path, set
             start = time.perf_counter()
             self.model.eval()
             texts = generate(self.model, tok, list(val_df["source"]), val_budget, int(s["eval_batch_size"]),
-                             desc="validation")
+                             desc="validation", draft=MARK if label_first else None)
             self.model.train()
             acc = float(np.mean([same_label(extract_label(t), g, task)
                                  for t, g, task in zip(texts, val_df["label"], val_df["task"], strict=True)]))
