@@ -117,7 +117,8 @@ def bench_eval(model_dir: str, cot_before_dir: str, data: str, n: int, batch_siz
     print(f"    label first (CoT after), {budget}-token budget, marker draft + stop: {n / t_pipe:6.2f} examples/s")
     print(f"    prefill bound (one forward pass, same batches):             {n / t_prefill:6.2f} examples/s")
     print(f"    256 new tokens, no marker stop:                             {n / t_full:6.2f} examples/s")
-    print(f"    (best of 3 runs each) ratio to the prefill bound: {t_prefill / t_pipe:.0%}; against 256 new tokens: "
+    print(f"    (label first and prefill: best of 3 runs) ratio to the prefill bound: {t_prefill / t_pipe:.0%}; "
+          f"against 256 new tokens: "
           f"{t_full / t_pipe:.1f}x; identical labels: {same}")
     tok = AutoTokenizer.from_pretrained(cot_before_dir)
     model = AutoModelForCausalLM.from_pretrained(cot_before_dir).eval()

@@ -84,6 +84,9 @@ def test_greedy_drops_finished_rows_and_matches_generate(tiny_gpt2):
     assert [len(g) for g in out] == [3, 12, 7]
     assert all(out[r] == ref[r][:len(out[r])] for r in range(3))
     assert len(calls) == 3 + 12 + 7  # a finished row is never asked again
+    # a draft only row 0 would produce is refused for the whole batch: the output is greedy's
+    assert len({tuple(r[:4]) for r in ref}) > 1
+    assert greedy(model, enc["input_ids"], enc["attention_mask"], 12, lambda g: False, ref[0][:4]) == ref
 
 
 def test_generate_without_marker_stop_equals_model_generate(marker_model):
@@ -194,3 +197,13 @@ def test_a_draft_changes_nothing_whether_taken_or_refused(marker_model):
     assert all(row[:len(marker)] == marker for row in out)
     assert len(passes) == 30 - len(marker)  # taken: the marker and the token after it came from the first pass
     assert calls.count(1) == 4 and all(len(row) == 30 for row in out)  # every token still passes `finished`
+    # a draft every row follows but for its last token is refused as a whole
+    wrong_end = out[0][:len(marker) + 1]
+    wrong_end[-1] += 1
+    passes.clear()
+    assert greedy(model, enc["input_ids"], enc["attention_mask"], 30, lambda g: False, wrong_end) == out
+    assert len(passes) == 30
+    # rows that finish inside a taken draft stop there
+    passes.clear()
+    short = greedy(model, enc["input_ids"], enc["attention_mask"], 30, lambda g: len(g) >= 3, marker)
+    assert short == [marker[:3]] * 4 and len(passes) == 1

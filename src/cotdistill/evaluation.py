@@ -128,7 +128,8 @@ def target_prefix_ids(tokenizer, text: str) -> list[int]:
     tokens of `text` that stay the same whatever follows it."""
     alone = tokenizer(" " + text, add_special_tokens=False)["input_ids"]
     followed = tokenizer(" " + text + " x", add_special_tokens=False)["input_ids"]
-    n = next((i for i, (a, b) in enumerate(zip(alone, followed, strict=False)) if a != b), min(len(alone), len(followed)))
+    pairs = enumerate(zip(alone, followed, strict=False))
+    n = next((i for i, (a, b) in pairs if a != b), min(len(alone), len(followed)))
     return alone[:n]
 
 
@@ -163,7 +164,7 @@ def greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new
         pending = [draft + [t] for t in guess[:, -1].tolist()]
     else:
         if draft:  # some row would not start with the draft: back to the prompts alone
-            cache.crop(prompt_len)
+            cache.crop(-len(draft))
             mask, positions = attention_mask, positions[:, :prompt_len]
         pending = [[t] for t in guess[:, 0].tolist()]
     generated: list[list[int]] = [[] for _ in range(n)]
@@ -183,7 +184,7 @@ def greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new
             sel = torch.tensor(keep, device=mask.device)
             cache.batch_select_indices(sel)
             alive, mask, positions = [alive[j] for j in keep], mask[sel], positions[sel]
-        last = mask.new_tensor([generated[row][-1] for row in alive])[:, None]
+        last = input_ids.new_tensor([generated[row][-1] for row in alive])[:, None]
         mask = torch.cat([mask, mask.new_ones(len(alive), 1)], -1)
         positions = positions[:, -1:] + 1
         logits = model(input_ids=last, attention_mask=mask, position_ids=positions, past_key_values=cache,
