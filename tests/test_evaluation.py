@@ -8,6 +8,19 @@ from cotdistill.targets import format_source
 from .conftest import ROOT, gpt2_tokenizer
 
 
+def load_model(path):
+    """(tokenizer, model in eval mode) from a local model folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path).eval()
+
+
+def csqa_test(n: int):
+    """The first `n` rows of the shipped CommonsenseQA test split."""
+    return load_split("csqa", {"loader": "csqa_dss", "path": str(ROOT / "data/dss/cqa"), "subsample": {"test": n}},
+                      "test")
+
+
 @pytest.mark.parametrize(
     ("text", "label"),
     [
@@ -60,13 +73,10 @@ def test_greedy_drops_finished_rows_and_matches_generate(tiny_gpt2):
     """Dropping finished rows (and their cache) changes no row: on prompts of different lengths (left padding, so
     position ids matter) each row equals `model.generate`'s greedy output up to where it finished, and a row that
     never finishes runs to the budget."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from cotdistill.evaluation import greedy
 
-    tok = AutoTokenizer.from_pretrained(tiny_gpt2)
+    tok, model = load_model(tiny_gpt2)
     tok.padding_side, tok.pad_token = "left", tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(tiny_gpt2).eval()
     enc = tok(["Q: a", "Q: a longer question with more words", "Q: mid length one"], return_tensors="pt",
               padding=True)
     ref = model.generate(**enc, max_new_tokens=12, do_sample=False, num_beams=1, pad_token_id=tok.eos_token_id,
@@ -91,13 +101,8 @@ def test_greedy_drops_finished_rows_and_matches_generate(tiny_gpt2):
 
 def test_generate_without_marker_stop_equals_model_generate(marker_model):
     """The whole `generate` path (sorting, batching, EOS, decoding) gives `model.generate`'s greedy text."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(marker_model)
-    model = AutoModelForCausalLM.from_pretrained(marker_model).eval()
-    data = load_split("csqa", {"loader": "csqa_dss", "path": str(ROOT / "data/dss/cqa"), "subsample": {"test": 12}},
-                      "test")
-    sources = [format_source(r) for r in data.to_dict("records")]
+    tok, model = load_model(marker_model)
+    sources = [format_source(r) for r in csqa_test(12).to_dict("records")]
     ours = generate(model, tok, sources, 30, batch_size=5, stop_at_marker=False)
     tok.padding_side = "left"
     ref = []
@@ -111,13 +116,8 @@ def test_generate_without_marker_stop_equals_model_generate(marker_model):
 
 def test_generation_stops_at_marker_and_matches_full_length(marker_model):
     """On a model that emits the markers, stopping cuts what follows the label and nothing else."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(marker_model)
-    model = AutoModelForCausalLM.from_pretrained(marker_model).eval()
-    data = load_split("csqa", {"loader": "csqa_dss", "path": str(ROOT / "data/dss/cqa"), "subsample": {"test": 16}},
-                      "test")
-    sources = [format_source(r) for r in data.to_dict("records")]
+    tok, model = load_model(marker_model)
+    sources = [format_source(r) for r in csqa_test(16).to_dict("records")]
     short = generate(model, tok, sources, 40, batch_size=8, stop_at_marker=True)
     full = generate(model, tok, sources, 40, batch_size=8, stop_at_marker=False)
     assert sum(s.count("[FIN_LABEL]") == 2 for s in short) >= 14  # the model emits both markers
@@ -160,9 +160,7 @@ def test_evaluation_loads_weights_in_the_precision_chosen(marker_model, tmp_path
     from cotdistill import evaluation
     from cotdistill.io import write_parquet
 
-    data = load_split("csqa", {"loader": "csqa_dss", "path": str(ROOT / "data/dss/cqa"), "subsample": {"test": 4}},
-                      "test")
-    write_parquet(data, tmp_path / "test.parquet")
+    write_parquet(csqa_test(4), tmp_path / "test.parquet")
     asked = []
     monkeypatch.setattr(evaluation, "use_bf16", lambda precision, key: asked.append((precision, key)) or True)
     out = evaluation.evaluate(str(marker_model), str(tmp_path / "test.parquet"), "cot_after", True, "letter",
@@ -176,15 +174,10 @@ def test_evaluation_loads_weights_in_the_precision_chosen(marker_model, tmp_path
 def test_a_draft_changes_nothing_whether_taken_or_refused(marker_model):
     """The opening marker as a draft is verified, not assumed: taken where greedy decoding would produce it, refused
     (cache cut back) where it would not; the text is the same either way."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from cotdistill.evaluation import greedy, target_prefix_ids
 
-    tok = AutoTokenizer.from_pretrained(marker_model)
-    model = AutoModelForCausalLM.from_pretrained(marker_model).eval()
-    data = load_split("csqa", {"loader": "csqa_dss", "path": str(ROOT / "data/dss/cqa"), "subsample": {"test": 8}},
-                      "test")
-    sources = [format_source(r) for r in data.to_dict("records")]
+    tok, model = load_model(marker_model)
+    sources = [format_source(r) for r in csqa_test(8).to_dict("records")]
     plain = generate(model, tok, sources, 30, batch_size=4)
     assert generate(model, tok, sources, 30, batch_size=4, draft="[FIN_LABEL]") == plain
     assert generate(model, tok, sources, 30, batch_size=4, draft="no such start") == plain

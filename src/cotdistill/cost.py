@@ -20,6 +20,7 @@ import argparse
 import importlib.resources
 import io as _io
 import json
+import math
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -80,10 +81,12 @@ def jobs(config: dict, experiment: str) -> dict[str, list[str]]:
     for c in cfg.cells(config, experiment):
         out["finetune"].append(f"finetune/{_cell_path(c)}")
         out["evaluate"].append(f"eval/{_cell_path(c)}")
-        if "attribution" in ABLATIONS.get(cfg.ablation_spec(config, c["ablation"])["kind"]).needs:
+        spec = cfg.ablation_spec(config, c["ablation"])
+        if "attribution" in ABLATIONS.get(spec["kind"]).needs:
             prefix = cfg.attribution_prefix(config, c["dataset"], c["teacher"], c["ablation"])
             out["attribution"].append(prefix.removeprefix("results/"))
-            out["finetune"].append("finetune/" + "/".join(prefix.split("/")[2:7]))  # the model it attributes
+            source = {**c, "student": spec["student"], "ablation": spec["source"], "seed": spec["seed"]}
+            out["finetune"].append(f"finetune/{_cell_path(source)}")  # the CoT-before model it attributes
     return {rule: [f"{p}.tsv" for p in dict.fromkeys(paths)] for rule, paths in out.items()}
 
 
@@ -101,12 +104,14 @@ def measured(config: dict, results: str | Path = "results") -> pd.DataFrame:
                 if b is None:
                     continue
                 found.append(b)
+                if rule not in ("finetune", "evaluate"):
+                    continue
                 cell = path.split("/", 1)[1].removesuffix(".tsv")
                 metrics = _json(results / "models" / cell / "train_metrics.json")
-                speed = _json(results / "eval" / f"{cell}.speed.json")
+                speed = _json(results / "eval" / f"{cell}.speed.json") if rule == "evaluate" else None
                 if rule == "finetune" and metrics:
                     tokens.append(metrics["tokens_seen"])
-                elif rule == "evaluate" and metrics and speed:
+                elif metrics and speed:
                     tokens.append(speed["n"] * metrics["mean_length"])
             rows.append({"experiment": exp, "rule": rule, "jobs": f"{len(found)}/{len(paths)}",
                          "wall_min": sum(b["wall_s"] for b in found) / 60,
@@ -143,14 +148,7 @@ def _parameters(config: dict, student: str, results: Path) -> int:
     for path in sorted(results.glob(f"models/*/*/{student}/*/seed*/model.safetensors"))[:1] + sorted(
             results.glob(f"hf/{student}/model.safetensors"))[:1]:
         with safe_open(str(path), "pt") as f:
-            n = 0
-            for k in f.keys():
-                shape = f.get_slice(k).get_shape()
-                size = 1
-                for d in shape:
-                    size *= d
-                n += size
-            return n
+            return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     raise ValueError(f"students.{student}: no parameter count (not in resources/published/sizes.csv and no "
                      f"converted or fine-tuned weights under {results})")
 
@@ -175,6 +173,7 @@ def extrapolate(config: dict, lengths: dict[str, float], tflops: float = H100_BF
     and FLOPs over `tflops` x `mfu`."""
     results = Path(results)
     rate = tflops * 1e12 * mfu
+    params: dict[str, int] = {}  # per student, read once
     rows = []
     for exp in cfg.experiments_to_run(config):
         flops = {"finetune": 0.0, "validation": 0.0, "evaluate": 0.0}
@@ -186,7 +185,9 @@ def extrapolate(config: dict, lengths: dict[str, float], tflops: float = H100_BF
                 if key not in lengths:
                     raise ValueError(f"ablation {ablation!r} ({key}): no finished fine-tune of this kind to measure "
                                      f"its example length; run one (e.g. a cpu_* config) first")
-                n = _parameters(config, student, results)
+                if student not in params:
+                    params[student] = _parameters(config, student, results)
+                n = params[student]
                 if rule == "evaluate":
                     flops["evaluate"] += 2 * n * _items(config, dataset, "test") * lengths[key]
                     continue
