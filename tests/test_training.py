@@ -60,13 +60,43 @@ def test_rationale_after_the_label_may_be_cut_but_the_label_never():
     assert dropped == ["q1"] and len(enc["input_ids"]) == 1
 
 
-def test_collator_pads_right_and_masks_pads():
-    batch = Collator(pad_id=0)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}])
-    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
-    assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
-    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+def test_collator_pads_left_and_keeps_logits_over_the_target_span_only():
+    rows = [{"input_ids": [5, 6, 7, 9], "labels": [-100, -100, 7, 9]}, {"input_ids": [8, 4], "labels": [-100, 4]}]
+    batch = Collator(pad_id=0)(rows)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 9], [0, 0, 8, 4]]
+    assert batch["labels"].tolist() == [[-100, -100, 7, 9], [-100, -100, -100, 4]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [0, 0, 1, 1]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3], [0, 0, 0, 1]]
+    assert batch["logits_to_keep"] == 3  # the longest target (2 tokens) and the position that predicts its first
+    right = Collator(pad_id=0, side="right")(rows)
+    assert right["input_ids"].tolist() == [[5, 6, 7, 9], [8, 4, 0, 0]] and set(right) == {"input_ids", "labels",
+                                                                                         "attention_mask"}
+    first_token = Collator(pad_id=0)([{"input_ids": [3, 4], "labels": [3, 4]}])
+    assert first_token["labels"].tolist() == [[-100, 4]]  # nothing precedes a row's first token
     fixed = Collator(pad_id=0, max_length=5)([{"input_ids": [1], "labels": [1]}])
     assert fixed["input_ids"].shape == torch.Size([1, 5])
+
+
+def test_target_loss_on_kept_logits_equals_the_models_own_loss(tiny_gpt2):
+    """GPT-2's learned absolute positions make this fail unless position ids skip the left padding."""
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(tiny_gpt2, dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for n, t in [(9, 3), (14, 6), (6, 2), (11, 1)]:
+        ids = torch.randint(0, 1000, (n,), generator=g).tolist()
+        rows.append({"input_ids": ids, "labels": [-100] * (n - t) + ids[n - t:]})
+    grads = []
+    for batch, loss_of in ((Collator(0, side="right")(rows), lambda b: model(**b).loss),
+                           (Collator(0)(rows), lambda b: training.target_loss(
+                               model(**{k: v for k, v in b.items() if k != "labels"}), b["labels"]))):
+        loss = loss_of(batch)
+        loss.backward()
+        grads.append((loss.detach(), model.transformer.h[0].mlp.c_fc.weight.grad.clone()))
+        model.zero_grad()
+    (full, g_full), (kept, g_kept) = grads
+    assert torch.allclose(full, kept, atol=1e-5) and torch.allclose(g_full, g_kept, atol=1e-5)
+    assert model(**{k: v for k, v in Collator(0)(rows).items() if k != "labels"}).logits.shape[1] == 7
 
 
 def test_split_validation_same_ids_for_every_ablation_and_order():

@@ -128,7 +128,7 @@ def residuals(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> t
 
 def pad_batch(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(input ids, attention mask), right-padded as the fine-tune's `training.Collator` pads."""
-    batch = Collator(pad)([{"input_ids": s, "labels": s} for s in seqs])
+    batch = Collator(pad, side="right")([{"input_ids": s, "labels": s} for s in seqs])
     return batch["input_ids"], batch["attention_mask"]
 
 

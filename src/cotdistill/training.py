@@ -1,6 +1,6 @@
 """Fine-tuning a causal student on target files with the transformers `Trainer`.
 
-Loss falls on target tokens only; batches are padded dynamically and grouped by length; validation accuracy is
+Loss falls on target tokens only (logits are computed only there, `Collator`); batches are padded dynamically and grouped by length; validation accuracy is
 measured by greedy generation (the same code as the evaluate stage) every ``eval_every`` steps and drives early
 stopping (patience and threshold as in the Mysteries paper) and the choice of the best checkpoint.
 
@@ -14,6 +14,7 @@ a log line and removed. Checkpoints are deleted once the final model is in place
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from . import io
 from .ablations import MARK, fill, student_filler, wrap_label
@@ -99,22 +101,46 @@ def marker_ends(targets: pd.DataFrame) -> list[int]:
 
 @dataclass
 class Collator:
-    """Right-pads a batch to its longest row (or to `max_length` when benchmarking against fixed padding)."""
+    """Pads a batch to its longest row (or to `max_length` when benchmarking against fixed padding).
+
+    Training pads on the left, so every target ends at the last position and the model computes logits only over
+    the last ``logits_to_keep`` positions, the span that holds targets: over the prompt they would be discarded, and
+    the LM head is a fifth of SmolLM2-135M's weights and most of Gemma-3-270m's. Position ids count real tokens only,
+    so a row is encoded as it would be alone. ``side="right"`` (the lens, which reads every position, and models
+    whose forward takes no ``logits_to_keep``) returns ids, labels and mask only; `target_loss` takes either.
+    """
 
     pad_id: int
     max_length: int | None = None
+    side: str = "left"
 
-    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+    def __call__(self, features: list[dict]) -> dict:
         width = self.max_length or max(len(f["input_ids"]) for f in features)
         ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
         labels = torch.full((len(features), width), -100, dtype=torch.long)
         mask = torch.zeros((len(features), width), dtype=torch.long)
         for i, f in enumerate(features):
             n = len(f["input_ids"])
-            ids[i, :n] = torch.tensor(f["input_ids"])
-            labels[i, :n] = torch.tensor(f["labels"])
-            mask[i, :n] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+            cols = slice(0, n) if self.side == "right" else slice(width - n, width)
+            ids[i, cols] = torch.tensor(f["input_ids"])
+            labels[i, cols] = torch.tensor(f["labels"])
+            mask[i, cols] = 1
+            labels[i, cols.start] = -100  # a row's first token is never predicted (nothing precedes it)
+        batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        if self.side == "right":
+            return batch
+        span = int((width - labels.ne(-100).int().argmax(1)).max())  # a row without labels keeps every position
+        return {**batch, "position_ids": (mask.cumsum(1) - 1).clamp(min=0), "logits_to_keep": span + 1}
+
+
+def target_loss(outputs, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
+    """The Trainer's ``compute_loss_func``: summed cross-entropy of the target tokens over the kept logits (the last
+    positions, `Collator`), over the target token count of the (accumulated) batch: the model's own causal-LM loss
+    without its logits over the prompt."""
+    logits = outputs.logits[:, :-1]
+    tail = labels[:, labels.shape[1] - logits.shape[1]:]
+    loss = F.cross_entropy(logits.float().flatten(0, 1), tail.flatten(), ignore_index=-100, reduction="sum")
+    return loss / (num_items_in_batch if num_items_in_batch is not None else tail.ne(-100).sum())
 
 
 def split_validation(targets: pd.DataFrame, size: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -240,7 +266,8 @@ def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str | Path, set
         tok, targets, int(s["max_target_tokens"]))
     bf16 = use_bf16(s["precision"])
     collator = Collator(tok.pad_token_id, int(s["max_source_tokens"]) + int(s["max_target_tokens"])
-                        if s["pad_to_max"] else None)
+                        if s["pad_to_max"] else None,
+                        "left" if "logits_to_keep" in inspect.signature(model.forward).parameters else "right")
     args = TrainingArguments(
         output_dir=str(ckpt_dir), per_device_train_batch_size=int(s["batch_size"]) // world_size,
         learning_rate=float(s["lr"]),
@@ -276,6 +303,7 @@ def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str | Path, set
 
     trainer = GenerationTrainer(  # eval_dataset only satisfies Trainer's check: `evaluate` uses val_df
         model=model, args=args, train_dataset=train, eval_dataset=train.select(range(1)), data_collator=collator,
+        compute_loss_func=target_loss,
         callbacks=[EarlyStoppingCallback(int(s["patience"]), float(s["threshold"]))])
     return Run(trainer, tok, len(encoded["input_ids"]), len(val_df), len(dropped), bf16, s, filler_token)
 
