@@ -1,0 +1,29 @@
+"""Calibration measures on hand-built probabilities."""
+
+import pytest
+
+from cotdistill.calibration import brier, ece, reliability
+
+
+def test_ece_of_hand_built_bins():
+    # bin (0.2, 0.3]: confidence 0.25, 1 of 2 right; bin (0.9, 1]: confidence 0.95, 2 of 2 right
+    conf, hit = [0.25, 0.25, 0.95, 0.95], [True, False, True, True]
+    table = reliability(conf, hit)
+    assert table[["count", "accuracy"]].values.tolist() == [[2, 0.5], [2, 1.0]]
+    assert table["low"].tolist() == pytest.approx([0.2, 0.9])
+    assert ece(conf, hit) == pytest.approx((2 * 0.25 + 2 * 0.05) / 4)
+
+
+def test_perfect_calibration_and_bin_edges():
+    assert ece([0.5] * 4, [True, False, True, False]) == pytest.approx(0.0)
+    assert reliability([0.1, 0.0, 1.0], [True, True, True])["count"].tolist() == [2, 1]  # 0.1 closes bin 1
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ece([1.2], [True])
+    with pytest.raises(ValueError, match="equal-length"):
+        ece([0.5, 0.5], [True])
+
+
+def test_brier_over_candidate_sets_of_different_sizes():
+    assert brier([[1.0, 0.0], [0.5, 0.25, 0.25]], [0, 1]) == pytest.approx((0.0 + (0.25 + 0.5625 + 0.0625)) / 2)
+    with pytest.raises(ValueError, match="outside the 2 candidates"):
+        brier([[0.5, 0.5]], [2])
