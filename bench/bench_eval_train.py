@@ -9,11 +9,13 @@
 (b) fine-tuning: the project's Trainer path (its step includes gradient clipping and the LR scheduler) against a
     plain loop (forward + backward + the Trainer's AdamW step, nothing else) on the very batches the Trainer trained
     on, same model and precision; logits kept over targets only against logits over every position (the same
-    batches right-padded: the path before `Collator` kept targets only), plain loops alternating, best of 2; and
-    dynamic padding with length-grouped batches against padding every batch to the maximum length. Reports real (non-pad) tokens/s, model FLOP utilisation
-    (6 x parameters x tokens/s over the matmul peak in the training precision, measured in the same process), the
-    pad fraction, and with --profile torch.profiler's top operators of one step. Then the share of each of the
-    main job's fine-tunes spent in validation (train_metrics.json).
+    batches right-padded, as fine-tuning ran before it kept target logits only), plain loops alternating, best of
+    2; and dynamic padding with length-grouped batches against padding every batch to the maximum length. Reports
+    real (non-pad) tokens/s, model FLOP utilisation (6 x parameters x tokens/s over the matmul peak in the
+    training precision, measured in the same process), the pad fraction, and with --profile torch.profiler's top
+    operators of one step. MFU counts the LM head on every token, so it overstates kept-logit paths by up to the
+    head's share of the weights: compare those by tokens/s. Then the share of each of the main job's fine-tunes
+    spent in validation (train_metrics.json).
 (c) planning: wall time of a dry run of each paper config and of a rerun of the finished main job (jobs planned:
     0 expected).
 (d) teacher generation: tokens/s of the transformers backend (and of vLLM with --teachers transformers,vllm on a
@@ -164,7 +166,7 @@ def pad_fraction(trainer) -> float:
 
 
 def right_padded(batch: dict, pad: int) -> dict:
-    """The same rows right-padded with logits over every position: the path before `Collator` kept only targets."""
+    """The same rows right-padded, logits over every position: fine-tuning before it kept logits over targets only."""
     rows = [{"input_ids": ids[m.bool()].tolist(), "labels": lab[m.bool()].tolist()}
             for ids, lab, m in zip(batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True)]
     return Collator(pad, side="right")(rows)

@@ -99,6 +99,15 @@ def test_target_loss_on_kept_logits_equals_the_models_own_loss(tiny_gpt2):
     assert model(**{k: v for k, v in Collator(0)(rows).items() if k != "labels"}).logits.shape[1] == 7
 
 
+def test_trainer_keeps_logits_for_models_that_take_positions(tiny_gpt2, tmp_path):
+    targets = tmp_path / "targets.parquet"
+    write_parquet(_targets(*[f"{RATIONALE} {wrap_label('B')}"] * 10).assign(
+        label="B", label_start=0, task="mc"), targets)
+    run = training.build_trainer({"source": "local", "path": str(tiny_gpt2)}, str(targets), tmp_path / "ckpt",
+                                 {"validation_size": 2}, seed=0, label_first=False)
+    assert run.trainer.data_collator.side == "left" and run.trainer.compute_loss_func is training.target_loss
+
+
 def test_split_validation_same_ids_for_every_ablation_and_order():
     df = pd.DataFrame({"id": [f"r{i}" for i in range(50)], "target": range(50)})
     train, val = split_validation(df, 8, seed=0)

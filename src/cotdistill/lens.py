@@ -127,7 +127,7 @@ def residuals(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> t
 
 
 def pad_batch(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input ids, attention mask), right-padded as the fine-tune's `training.Collator` pads."""
+    """(input ids, attention mask), right-padded (`training.Collator` with ``side="right"``)."""
     batch = Collator(pad, side="right")([{"input_ids": s, "labels": s} for s in seqs])
     return batch["input_ids"], batch["attention_mask"]
 

@@ -1,7 +1,7 @@
 """Fine-tuning a causal student on target files with the transformers `Trainer`.
 
-Loss falls on target tokens only (logits are computed only there, `Collator`); batches are padded dynamically and grouped by length; validation accuracy is
-measured by greedy generation (the same code as the evaluate stage) every ``eval_every`` steps and drives early
+Loss falls on target tokens only (logits are computed only there, `Collator`); batches are padded dynamically and
+grouped by length; validation accuracy is measured by greedy generation (the same code as the evaluate stage) every ``eval_every`` steps and drives early
 stopping (patience and threshold as in the Mysteries paper) and the choice of the best checkpoint.
 
 Checkpoints live outside the rule's output, in ``<ckpt_dir>/<fingerprint>/checkpoint-N``: the fingerprint hashes
@@ -267,7 +267,8 @@ def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str | Path, set
     bf16 = use_bf16(s["precision"])
     collator = Collator(tok.pad_token_id, int(s["max_source_tokens"]) + int(s["max_target_tokens"])
                         if s["pad_to_max"] else None,
-                        "left" if "logits_to_keep" in inspect.signature(model.forward).parameters else "right")
+                        "left" if {"logits_to_keep", "position_ids"} <= set(inspect.signature(model.forward).parameters)
+                        else "right")
     args = TrainingArguments(
         output_dir=str(ckpt_dir), per_device_train_batch_size=int(s["batch_size"]) // world_size,
         learning_rate=float(s["lr"]),
@@ -281,6 +282,10 @@ def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str | Path, set
         length_column_name="length", logging_steps=int(s["logging_steps"]), report_to="none",
         include_num_input_tokens_seen="non_padding", dataloader_num_workers=0, remove_unused_columns=False,
         disable_tqdm=False)
+
+    if args.n_gpu > 1:  # nn.DataParallel in one process: batch_size would no longer be the global batch
+        raise ValueError(f"{args.n_gpu} GPUs are visible to one training process; run one process per GPU "
+                         f"(the finetune rule's gpu resource, torchrun) or set CUDA_VISIBLE_DEVICES to one GPU")
 
     class GenerationTrainer(Trainer):
         """Validation = greedy generation + label parsing, so early stopping follows real accuracy."""
