@@ -63,8 +63,9 @@ def test_decoder_only_loss_is_the_weighted_sum_of_its_parts(tiny_gpt2):
 def test_encoder_decoder_student_takes_the_same_path():
     from transformers import T5Config, T5ForConditionalGeneration
     torch.manual_seed(0)
-    model = T5ForConditionalGeneration(T5Config(vocab_size=700, d_model=16, d_ff=32, d_kv=8, num_layers=1,
-                                                num_heads=2, decoder_start_token_id=0, pad_token_id=0, dropout_rate=0.0))
+    config = T5Config(vocab_size=700, d_model=16, d_ff=32, d_kv=8, num_layers=1, num_heads=2,
+                      decoder_start_token_id=0, pad_token_id=0, dropout_rate=0.0)
+    model = T5ForConditionalGeneration(config)
     features = [{"pred_input_ids": f["pred_input_ids"][:-2], "pred_labels": f["pred_input_ids"][-2:],
                  "expl_input_ids": f["expl_input_ids"], "expl_labels": f["expl_input_ids"][-6:]}
                 for f in _features()]

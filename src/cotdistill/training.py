@@ -1,8 +1,9 @@
 """Fine-tuning a causal student on target files with the transformers `Trainer`.
 
 Loss falls on target tokens only (logits are computed only there, `Collator`); batches are padded dynamically and
-grouped by length; validation accuracy is measured by greedy generation (the same code as the evaluate stage) every ``eval_every`` steps and drives early
-stopping (patience and threshold as in the Mysteries paper) and the choice of the best checkpoint.
+grouped by length; validation accuracy is measured by greedy generation (the same code as the evaluate stage) every
+``eval_every`` steps and drives early stopping (patience and threshold as in the Mysteries paper) and the choice of
+the best checkpoint.
 
 Checkpoints live outside the rule's output, in ``<ckpt_dir>/<fingerprint>/checkpoint-N``: the fingerprint hashes
 everything that decides training (settings without bookkeeping keys, the student's identity and the checksum of
