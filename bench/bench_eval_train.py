@@ -181,7 +181,7 @@ def plain_loop(model_dir: str, batches: list[dict], bf16: bool, optimizer) -> fl
     tokens, seconds = 0, 0.0
     for k, batch in enumerate(batches):
         start = time.perf_counter()
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        inputs = {key: v for key, v in batch.items() if key != "labels"}
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = target_loss(model(**inputs), batch["labels"])
         loss.backward()

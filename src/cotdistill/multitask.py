@@ -9,12 +9,13 @@ over the target span, `training.Collator`); an encoder-decoder student encodes t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from .losses import AUX_LOSSES
-from .training import Collator, target_loss
+from .training import Collator, target_loss, target_positions
 
 TASKS = ("pred", "expl")
 
@@ -27,26 +28,21 @@ class PairCollator:
 
     pad_id: int
     encoder_decoder: bool = False
-    collate: Collator = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.collate = Collator(self.pad_id)
 
     def __call__(self, features: list[dict]) -> dict[str, dict]:
         out = {}
         for task in TASKS:
             rows = [{"input_ids": f[f"{task}_input_ids"], "labels": f[f"{task}_labels"]} for f in features]
-            out[task] = self._seq2seq(rows) if self.encoder_decoder else self.collate(rows)
+            out[task] = self._seq2seq(rows) if self.encoder_decoder else Collator(self.pad_id)(rows)
         return out
 
     def _seq2seq(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        def pad(seqs: list[list[int]], value: int) -> torch.Tensor:
-            width = max(len(s) for s in seqs)
-            return torch.tensor([s + [value] * (width - len(s)) for s in seqs])
+        def pad(key: str, value: int) -> torch.Tensor:
+            return pad_sequence([torch.tensor(r[key]) for r in rows], batch_first=True, padding_value=value)
 
-        ids = pad([r["input_ids"] for r in rows], self.pad_id)
-        return {"input_ids": ids, "attention_mask": (pad([[1] * len(r["input_ids"]) for r in rows], 0)),
-                "labels": pad([r["labels"] for r in rows], -100)}
+        ids = pad("input_ids", self.pad_id)
+        mask = pad_sequence([torch.ones(len(r["input_ids"]), dtype=torch.long) for r in rows], batch_first=True)
+        return {"input_ids": ids, "attention_mask": mask, "labels": pad("labels", -100)}
 
 
 def task_outputs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -56,8 +52,7 @@ def task_outputs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, t
         out = model(**batch)
         return out.loss, out.logits, labels.ne(-100)
     out = model(**{k: v for k, v in batch.items() if k != "labels"})
-    logits = out.logits[:, :-1]
-    tail = labels[:, labels.shape[1] - logits.shape[1]:]
+    logits, tail = target_positions(out, labels)
     return target_loss(out, labels), logits, tail.ne(-100)
 
 

@@ -115,6 +115,10 @@ class Collator:
     max_length: int | None = None
     side: str = "left"
 
+    def __post_init__(self) -> None:
+        if self.side not in ("left", "right"):
+            raise ValueError(f"Collator side is {self.side!r}; valid choices: left, right")
+
     def __call__(self, features: list[dict]) -> dict:
         width = self.max_length or max(len(f["input_ids"]) for f in features)
         ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
@@ -134,12 +138,18 @@ class Collator:
         return {**batch, "position_ids": (mask.cumsum(1) - 1).clamp(min=0), "logits_to_keep": span + 1}
 
 
+def target_positions(outputs, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits that predict a next token, the labels they predict): the kept logits, last one dropped, aligned with
+    the tail of `labels` (all positions but the first where logits cover every position)."""
+    logits = outputs.logits[:, :-1]
+    return logits, labels[:, labels.shape[1] - logits.shape[1]:]
+
+
 def target_loss(outputs, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
     """The Trainer's ``compute_loss_func``: summed cross-entropy of the target tokens over the kept logits (the last
     positions, `Collator`), over the target token count of the (accumulated) batch: the model's own causal-LM loss
     without its logits over the prompt."""
-    logits = outputs.logits[:, :-1]
-    tail = labels[:, labels.shape[1] - logits.shape[1]:]
+    logits, tail = target_positions(outputs, labels)
     loss = F.cross_entropy(logits.float().flatten(0, 1), tail.flatten(), ignore_index=-100, reduction="sum")
     return loss / (num_items_in_batch if num_items_in_batch is not None else tail.ne(-100).sum())
 
