@@ -27,3 +27,29 @@ def test_brier_over_candidate_sets_of_different_sizes():
     assert brier([[1.0, 0.0], [0.5, 0.25, 0.25]], [0, 1]) == pytest.approx((0.0 + (0.25 + 0.5625 + 0.0625)) / 2)
     with pytest.raises(ValueError, match="outside the 2 candidates"):
         brier([[0.5, 0.5]], [2])
+
+
+def test_svamp_candidates_are_one_operation_equations_plus_gold_and_prediction():
+    from cotdistill.calibration import candidates
+
+    row = {"task": "math", "body": "Luke scored 84 points in 2 rounds.", "question": "How many per round?",
+           "answer_label": "( 84.0 / 2.0 )"}
+    got = candidates(row, "text", "( ( 84.0 - 2.0 ) + 1.0 )")
+    assert got[:6] == ["( 84.0 + 2.0 )", "( 84.0 * 2.0 )", "( 84.0 - 2.0 )", "( 84.0 / 2.0 )", "( 2.0 - 84.0 )",
+                       "( 2.0 / 84.0 )"]
+    assert got[-1] == "( ( 84.0 - 2.0 ) + 1.0 )" and len(got) == len(set(got)) == 7  # gold is already there
+    assert candidates(row, "text", "not an equation") == got[:6]
+
+
+def test_item_sums_candidates_of_one_class_and_scores_unparsed_by_its_top_class():
+    import math
+
+    from cotdistill.calibration import item
+
+    # two equations of value 12 are one answer: 0.25 + 0.25 against 0.5
+    conf, correct, dist, gold = item([math.log(0.25), math.log(0.25), math.log(0.5)], ["12", "12", "7"], "12", "7")
+    assert conf == pytest.approx(0.5) and not correct and dist == pytest.approx([0.5, 0.5]) and gold == 1
+    conf, correct, _, _ = item([0.0, math.log(3)], ["a", "b"], None, "b")
+    assert conf == pytest.approx(0.75) and not correct
+    conf, correct, _, _ = item([0.0, math.log(3)], ["a", "b"], "b", "b")
+    assert conf == pytest.approx(0.75) and correct

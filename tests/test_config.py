@@ -222,3 +222,20 @@ def test_analysis_reads_each_placement_and_trains_lenses_only_for_tuned():
     assert cfg.analysis_inputs(logit, "table1")["lenses"] == []
     assert cfg.lens_params(BASE, "tuned") == cfg.lens_params(_with(lambda c: c["lenses"].update(
         renamed=c["lenses"]["tuned"])), "renamed")  # the name is not part of a lens's identity
+
+
+def test_multitask_loss_goes_to_its_finetune_and_its_prefix_to_its_evaluation():
+    c = copy.deepcopy(BASE)
+    c["ablations"]["dss"] = {"kind": "multitask", "reduction": "mean", "aux_weight": 0.3}
+    c["ablations"]["dss_mi"] = {"kind": "multitask", "aux": "mi", "predict_prefix": "[P] "}
+    student = next(iter(c["students"]))
+    plain = cfg.finetune_settings(c, student, "cot_after")
+    assert "multitask" not in plain and "prefix" not in cfg.evaluation_params(c, "cot_after")
+    # without an auxiliary loss its pooling and weight decide nothing: the same settings as the defaults
+    assert cfg.finetune_settings(c, student, "dss")["multitask"] == {
+        "aux": "none", "reduction": "max", "predict_weight": 0.5, "explain_weight": 0.5, "aux_weight": 0.0}
+    assert cfg.finetune_settings(c, student, "dss_mi") == {**plain, "multitask": {
+        "aux": "mi", "reduction": "max", "predict_weight": 0.5, "explain_weight": 0.5, "aux_weight": 0.1}}
+    assert cfg.evaluation_params(c, "dss_mi") == {"label_first": True, "max_new_tokens": None, "precision": "auto",
+                                                  "prefix": "[P] "}
+    assert cfg.targets_params(c, "dss_mi")["columns"][-2:] == ["explain_source", "explanation"]

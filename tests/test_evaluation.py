@@ -200,3 +200,49 @@ def test_a_draft_changes_nothing_whether_taken_or_refused(marker_model):
     passes.clear()
     short = greedy(model, enc["input_ids"], enc["attention_mask"], 30, lambda g: len(g) >= 3, marker)
     assert short == [marker[:3]] * 4 and len(passes) == 1
+
+
+def test_continuation_scores_equal_full_sequence_log_probs(tiny_gpt2):
+    """Shared-prefix scoring (one cached pass over the sources, one over the candidates) gives each continuation
+    the log-probability the model assigns it after its source, in batches that split candidate sets unevenly."""
+    import torch
+
+    from cotdistill.evaluation import continuation_log_probs
+
+    tok, model = load_model(tiny_gpt2)
+    tok.pad_token = tok.eos_token
+    sources = ["Question: where is milk?\nAnswer:", "Q: hot?\nAnswer:", "Problem: 3 apples and 4 more. How many?"]
+    conts = [["[FIN_LABEL] fridge [FIN_LABEL]", "[FIN_LABEL] oven [FIN_LABEL]", "[FIN_LABEL] a b c [FIN_LABEL]"],
+             ["it is cold [FIN_LABEL] no [FIN_LABEL]", "it is cold [FIN_LABEL] yes [FIN_LABEL]"],
+             ["[FIN_LABEL] ( 3.0 + 4.0 ) [FIN_LABEL]", "[FIN_LABEL] ( 3.0 * 4.0 ) [FIN_LABEL]",
+              "[FIN_LABEL] ( 4.0 - 3.0 ) [FIN_LABEL]", "[FIN_LABEL] ( 3.0 / 4.0 ) [FIN_LABEL]"]]
+    got = continuation_log_probs(model, tok, sources, conts, batch_size=2, max_rows=5)
+    for src, cs, scores in zip(sources, conts, got, strict=True):
+        assert len(scores) == len(cs)
+        for c, value in zip(cs, scores, strict=True):
+            s = tok(src)["input_ids"]
+            t = tok(" " + c, add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                logp = model(torch.tensor([s + t])).logits[0].float().log_softmax(-1)
+            direct = sum(logp[len(s) + k - 1, t[k]].item() for k in range(len(t)))
+            assert value == pytest.approx(direct, abs=1e-3)
+
+
+def test_evaluation_reports_calibration_over_the_choices(marker_model, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from cotdistill import evaluation
+    from cotdistill.io import write_parquet
+
+    write_parquet(csqa_test(6), tmp_path / "test.parquet")
+    out = evaluation.evaluate(str(marker_model), str(tmp_path / "test.parquet"), "cot_after", True, "letter",
+                              str(tmp_path / "e.json"), str(tmp_path / "p.parquet"), str(tmp_path / "s.json"))
+    cal = out["calibration"]
+    preds = pd.read_parquet(tmp_path / "p.parquet")
+    assert 0 < preds["confidence"].min() and preds["confidence"].max() <= 1
+    assert cal["confidence"] == pytest.approx(preds["confidence"].mean())
+    assert cal["accuracy"] == pytest.approx(out["accuracy"]) and 0 <= cal["ece"] <= 1 and cal["bins"] == 10
+    assert sum(b["count"] for b in cal["reliability"]) == 6 and cal["candidates"] == "the item's choices"
+    assert json.loads((tmp_path / "e.json").read_text())["calibration"] == cal

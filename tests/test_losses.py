@@ -78,7 +78,7 @@ def test_gradients_are_finite_and_reach_only_the_trained_side(name):
 def test_kl_is_zero_for_equal_distributions_and_bad_reductions_are_refused():
     x = _logits(10)
     assert AUX_LOSSES.get("kl")(x, MASK_P, x, MASK_P, "mean").item() == pytest.approx(0.0, abs=1e-6)
-    with pytest.raises(ValueError, match="aux_reduction is 'sum'; valid choices: max, mean"):
+    with pytest.raises(ValueError, match="reduction .a multitask ablation parameter. is .sum.; valid choices: max"):
         mi(x, MASK_P, x, MASK_E, "sum")
     with pytest.raises(ValueError, match="no target position"):
         mi(x, torch.zeros_like(MASK_P), x, MASK_E)

@@ -1,10 +1,15 @@
 """Distilling Step-by-Step multi-task batches and loss on tiny random decoder-only and encoder-decoder students."""
 
+import pandas as pd
 import pytest
 import torch
 
-from cotdistill.losses import mi
+from cotdistill import training
+from cotdistill.ablations import AUX_LOSS_NAMES
+from cotdistill.io import write_parquet
+from cotdistill.losses import AUX_LOSSES, mi
 from cotdistill.multitask import PairCollator, multitask_loss
+from cotdistill.targets import build_targets
 from cotdistill.training import Collator
 
 
@@ -75,3 +80,28 @@ def test_encoder_decoder_student_takes_the_same_path():
     assert parts["predict"] == pytest.approx(model(**batch["pred"]).loss.item(), rel=1e-5)
     loss.backward()
     assert torch.isfinite(loss) and model.shared.weight.grad.abs().sum() > 0
+
+
+def test_multitask_ablation_trains_both_tasks_through_the_trainer(tiny_gpt2, tmp_path):
+    assert set(AUX_LOSS_NAMES) == set(AUX_LOSSES.names())
+    rows = [{"id": f"q{i}", "task": "mcqa", "question": f"Where is thing {i}?", "answer_label": "B",
+             "answer_text": "fridge", "choices": [{"label": "A", "text": "oven"}, {"label": "B", "text": "fridge"}]}
+            for i in range(10)]
+    rationales = pd.DataFrame({"id": [r["id"] for r in rows], "rationale": [f"cold goes in {i}" for i in range(10)]})
+    spec = {"kind": "multitask", "aux": "mi"}
+    targets = tmp_path / "targets.parquet"
+    write_parquet(build_targets(pd.DataFrame(rows), rationales, "dss_mi", spec, "letter", seed=0), targets)
+    weights = {"predict_weight": 0.5, "explain_weight": 0.3, "aux_weight": 0.2}
+    run = training.build_trainer({"source": "local", "path": str(tiny_gpt2)}, str(targets), tmp_path / "ckpt",
+                                 {"validation_size": 2, "batch_size": 4, "eval_every": 1000,
+                                  "multitask": {"aux": "mi", "reduction": "max", **weights}},
+                                 seed=0, label_first=True)
+    assert isinstance(run.trainer.data_collator, PairCollator) and run.trainer.data_collator.side == "left"
+    result = run.trainer.train()
+    terms = run.trainer.term_means()
+    assert set(terms) == {"predict", "explain", "aux"} and all(v > 0 for v in terms.values())
+    assert result.training_loss == pytest.approx(sum(weights[f"{k}_weight"] * v for k, v in terms.items()), rel=1e-4)
+    # both tasks' real tokens are counted (the batch has no top-level input_ids)
+    assert run.trainer.state.num_input_tokens_seen == sum(run.trainer.train_dataset["length"])
+    logged = [h for h in run.trainer.state.log_history if "loss_aux" in h]
+    assert logged or run.trainer.state.global_step < run.trainer.args.logging_steps

@@ -21,7 +21,7 @@ DESIGNS = {"holds": {"none": (0, 120), "cot_before": (0, 150), "cot_after": (0, 
 
 
 def _write_model(root, data: pd.DataFrame, student: str, ablation: str, seed: int, correct: np.ndarray,
-                 always: str | None = None) -> tuple[str, str]:
+                 always: str | None = None, calibration: dict | None = None) -> tuple[str, str]:
     """Predictions right exactly on `correct` (or the same answer `always`, for a collapsed model)."""
     gold = [g.lower() for g in data["answer_label"]]
     wrong = ["a" if g != "a" else "b" for g in gold]
@@ -29,7 +29,8 @@ def _write_model(root, data: pd.DataFrame, student: str, ablation: str, seed: in
     base = root / f"results/eval/csqa/palm/{student}/{ablation}/seed{seed}"
     io.write_parquet(pd.DataFrame({"id": data["id"], "generated": "", "parsed_label": pred, "predicted_class": pred,
                                    "gold": gold, "gold_class": gold}), f"{base}.predictions.parquet")
-    io.write_json({**score(pred, gold, 5), "ablation": ablation}, f"{base}.json")
+    io.write_json({**score(pred, gold, 5), "ablation": ablation, **({"calibration": calibration} if calibration
+                                                                    else {})}, f"{base}.json")
     return f"{base}.json", f"{base}.predictions.parquet"
 
 
@@ -160,7 +161,13 @@ KIND_GRIDS = {
     "figure4": {"none": {"kind": "none"},
                 **{f"mask_{pos}_{p}": {"kind": "mask", "position": pos, "p": p} for pos in ("before", "after")
                    for p in (0.2, 0.6, 0.9)}},
+    "mi_table1": {"none": {"kind": "none"}, "cot_before": {"kind": "cot_before"},
+                  "dss": {"kind": "multitask", "aux": "none", "reduction": "max"},
+                  "dss_mi": {"kind": "multitask", "aux": "mi_paper", "reduction": "max"},
+                  "dss_mi_mean": {"kind": "multitask", "aux": "mi_paper", "reduction": "mean"}},
 }
+# whose published numbers each kind's fixture matches (else GPT-2 on CSQA); ANLI: MI Tables 1 (max) and 4 (mean) differ
+PAPER_NAMES = {"mi_table1": ("T5-base", "ANLI")}
 
 
 @pytest.mark.parametrize("kind", list(KIND_GRIDS))
@@ -172,20 +179,29 @@ def test_each_report_kind_renders_every_cell(tmp_path, kind):
     for i, ablation in enumerate(KIND_GRIDS[kind]):
         for seed in (0, 1):
             correct = np.random.default_rng([i, seed]).random(100) < 0.3 + 0.05 * i
-            e, p = _write_model(tmp_path, data, "s", ablation, seed, correct)
+            e, p = _write_model(tmp_path, data, "s", ablation, seed, correct,
+                                calibration={"ece": 0.01 * (i + seed), "confidence": 0.5, "brier": 0.7})
             evals.append(e)
             preds.append(p)
-    config = {"datasets": {"csqa": "CSQA"}, "students": {"s": "GPT-2"}, "ablations": KIND_GRIDS[kind],
-              "compare_to": [a for a in ("none", "cot_after") if a in KIND_GRIDS[kind]], "seed": 0, "report": kind}
+    student, dataset = PAPER_NAMES.get(kind, ("GPT-2", "CSQA"))
+    config = {"datasets": {"csqa": dataset}, "students": {"s": student},
+              "ablations": KIND_GRIDS[kind], "seed": 0, "report": kind,
+              "compare_to": [a for a in ("none", "cot_after", "dss") if a in KIND_GRIDS[kind]]}
     prefix = tmp_path / f"results/reports/{kind}"
     report(evals, preds, [str(tmp_path / "results/data/csqa/test.parquet")], config, kind, str(prefix))
     md = open(f"{prefix}.md").read()
     rows = [line for line in md.splitlines() if line.startswith("| s |")]
     assert len(rows) == len(KIND_GRIDS[kind]) and all(" [" in r and "| |" not in r for r in rows)
     assert md.count("- s on csqa: ") >= 1 and "**" in md.split("checked here")[1]
-    if kind in ("table1", "table2", "table3"):  # published numbers where the paper has them (GPT-2, CSQA)
+    if kind in ("table1", "table2", "table3", "mi_table1"):  # published numbers where the paper has them
         assert all(r.split("|")[-2].strip() not in ("", "–") for r in rows if "/" not in r and "filler" not in r
                    and "random" not in r)
     if kind == "table3":
         assert "## Human words against IG tokens" in md and "not computable" in md
+    first = list(KIND_GRIDS[kind])[0]  # ECE 0 and 1 over its seeds: 0.5 points
+    assert f"| csqa | s | {first} | " in md.split("## Calibration")[1] and " | 50.0 | 0.5 | 0.700 |" in md
+    if kind == "mi_table1":  # matched by kind, aux and reduction
+        cells = {r.split("|")[2].strip(): r.split("|")[-2].strip() for r in rows}
+        assert cells == {"none": "43.58", "cot_before": "43.50", "dss": "49.58", "dss_mi": "51.20",
+                         "dss_mi_mean": "51.40"}
     assert (tmp_path / f"results/reports/{kind}.png").stat().st_size > 5000

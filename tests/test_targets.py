@@ -44,7 +44,9 @@ def test_every_ablation_uses_the_same_rows():
 
 
 def test_unknown_ablation_kind():
-    with pytest.raises(UnknownNameError, match=r"ablations.x.kind.*cot_after, cot_before, filler, human_words, ig_topk, ig_topk_shuffled, mask, none, random_words, shuffle, word_neighbours"):
+    with pytest.raises(UnknownNameError, match=r"ablations.x.kind.*cot_after, cot_before, filler, human_words, "
+                                               r"ig_topk, ig_topk_shuffled, mask, multitask, none, random_words, "
+                                               r"shuffle, word_neighbours"):
         build_targets(pd.DataFrame([ROW]), RAT, "x", {"kind": "shuffle_everything"}, "letter", 0)
 
 
@@ -94,3 +96,14 @@ def test_perturbations_are_seeded_per_example(spec):
 
 def test_targets_carry_the_task():
     assert _target("cot_after")["task"] == "mcqa"
+
+
+def test_multitask_rows_carry_both_tasks_with_their_prefixes():
+    spec = {"kind": "multitask", "aux": "mi", "predict_prefix": "predict: ", "explain_prefix": "explain: "}
+    out = build_targets(pd.DataFrame([ROW]), RAT, "dss_mi", spec, "letter", seed=0)
+    row = out.iloc[0]
+    assert list(out.columns)[-2:] == ["explain_source", "explanation"]
+    assert row["target"] == f"{MARK} B {MARK}" and row["target"][row["label_start"]:row["label_end"]] == "B"
+    assert row["source"] == "predict: " + format_source(ROW)
+    assert row["explain_source"] == "explain: " + format_source(ROW) and row["explanation"] == "Milk must stay cold."
+    assert "explanation" not in _target("cot_after").index

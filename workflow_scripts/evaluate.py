@@ -11,6 +11,7 @@ evaluation.evaluate(
     label_format=snakemake.params.label_format,
     max_new_tokens=snakemake.params.evaluation["max_new_tokens"],
     precision=snakemake.params.evaluation["precision"],
+    prefix=snakemake.params.evaluation.get("prefix", ""),
     batch_size=int(config.evaluation_bookkeeping(snakemake.config)["batch_size"]),
     out_json=snakemake.output.json,
     out_predictions=snakemake.output.predictions,

@@ -111,6 +111,7 @@ class Ablation:
     needs: tuple[str, ...] = ()  # Resources fields the builder reads
     seed_keys: tuple[str, ...] | None = None  # parameters that enter the example seed (None: all)
     normalise: Callable[[dict], dict] | None = None  # drops settings that decide nothing for these values
+    multitask: bool = False  # two tasks per example (`multitask`): targets also carry the explain task
 
     def seed_spec(self, kind: str, params: dict) -> dict:
         keys = self.params if self.seed_keys is None else self.seed_keys
@@ -131,10 +132,10 @@ ABLATIONS: Registry[Ablation] = Registry("ablation")
 
 def register(name: str, label_first: bool, needs_rationale: bool = True, params: dict[str, Param] | None = None,
              needs: tuple[str, ...] = (), seed_keys: tuple[str, ...] | None = None,
-             normalise: Callable[[dict], dict] | None = None):
+             normalise: Callable[[dict], dict] | None = None, multitask: bool = False):
     def decorate(fn):
         ABLATIONS.register(name)(Ablation(fn, label_first, needs_rationale, params or {},
-                                          (fn.__doc__ or "").strip(), needs, seed_keys, normalise))
+                                          (fn.__doc__ or "").strip(), needs, seed_keys, normalise, multitask))
         return fn
 
     return decorate
@@ -362,6 +363,33 @@ def neighbours(vectors: Any, text: str, k: int) -> list[str]:
         return []
     query = max(known, key=len)
     return [w for w, _ in vectors.most_similar(query, topn=k)]
+
+
+AUX_LOSS_NAMES = ("none", "mi_paper", "mi", "kl")  # `losses.AUX_LOSSES`, named here without importing torch
+
+
+def _multitask_normalise(params: dict) -> dict:
+    """Without an auxiliary loss its weight and pooling decide nothing: one value each, so changing them reruns
+    nothing."""
+    return {**params, "reduction": "max", "aux_weight": 0.0} if params["aux"] == "none" else params
+
+
+@register("multitask", label_first=True, multitask=True, seed_keys=(), normalise=_multitask_normalise, params={
+    "aux": Param(str, "none", AUX_LOSS_NAMES, doc="auxiliary loss (`losses.AUX_LOSSES`); none = plain DSS"),
+    "reduction": Param(str, "max", ("max", "mean"), doc="pooling of each task's distributions over positions"),
+    "predict_weight": Param(float, 0.5, minimum=0.0, doc="a1, weight of the predict task's loss"),
+    "explain_weight": Param(float, 0.5, minimum=0.0, doc="a2, weight of the explain task's loss"),
+    "aux_weight": Param(float, 0.1, minimum=0.0, doc="a3, weight of the auxiliary loss"),
+    "predict_prefix": Param(str, "predict: ", doc="put before the input of the predict task (and at test time)"),
+    "explain_prefix": Param(str, "explain: ", doc="put before the input of the explain task")})
+def multitask(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator,
+              res: Resources) -> str:
+    """Distilling Step-by-Step (and the MI paper's DSS+MI): each example is trained twice, ``predict:
+    <input>`` -> ``[FIN_LABEL] B [FIN_LABEL]`` and ``explain: <input>`` -> the rationale, in the same batch, with
+    loss ``a1 * L_predict + a2 * L_explain + a3 * L_aux`` (`multitask`). This is the predict task's target; the
+    targets file also holds the explain task (`targets.build_targets`). At test time only the label is
+    generated, from the predict prefix."""
+    return wrap_label(label)
 
 
 # --------------------------------------------------------------------------- sweeps

@@ -27,7 +27,7 @@ from .datasets import LOADERS
 from .lenskinds import LENSES
 from .lenskinds import resolve as resolve_lens
 from .reportkinds import REPORTS
-from .targets import TARGET_COLUMNS
+from .targets import EXPLAIN_COLUMNS, TARGET_COLUMNS
 from .teachers import BACKENDS, DEFAULT_DECODING, PARSERS
 from .wordvectors import LOADERS as VECTOR_LOADERS
 
@@ -331,8 +331,10 @@ def ablation_spec(config: dict, name: str) -> dict:
 def targets_params(config: dict, ablation: str) -> dict:
     """What decides a targets file: the ablation's identity, the label format, the seed and the file's columns
     (so results written by an older layout are rebuilt, not read)."""
-    return {"spec": ablation_spec(config, ablation), "label_format": config["targets"]["label_format"],
-            "seed": config.get("seed", 0), "columns": TARGET_COLUMNS}
+    spec = ablation_spec(config, ablation)
+    columns = TARGET_COLUMNS + (EXPLAIN_COLUMNS if ABLATIONS.get(spec["kind"]).multitask else [])
+    return {"spec": spec, "label_format": config["targets"]["label_format"], "seed": config.get("seed", 0),
+            "columns": columns}
 
 
 ATTRIBUTION_METHODS = ABLATIONS.get("ig_topk").params["method"].choices  # the attribution rule's method wildcard
@@ -368,9 +370,12 @@ def targets_inputs(config: dict, dataset: str, teacher: str, ablation: str, spli
 
 def finetune_settings(config: dict, student: str, ablation: str) -> dict:
     """A fine-tune's training settings; for a filler ablation also its fallback token (``filler``), which places
-    the student's filler, so other fine-tunes' params do not change."""
+    the student's filler, and for a multi-task one its loss (``multitask``: the resolved ablation parameters but
+    the prefixes, which are in its targets), so other fine-tunes' params do not change."""
     spec = ablation_spec(config, ablation)
     extra = {"filler": spec["fallback"]} if spec["kind"] == "filler" else {}
+    if ABLATIONS.get(spec["kind"]).multitask:
+        extra["multitask"] = {k: v for k, v in spec.items() if k not in ("kind", "predict_prefix", "explain_prefix")}
     return {**training_params(config, student), **extra}
 
 
@@ -436,8 +441,12 @@ def evaluation_params(config: dict, ablation: str) -> dict:
     generation cap matters only for the others; the precision (bf16 greedy decoding can pick other tokens)."""
     first = label_first(config, ablation)
     settings = evaluation_settings(config)
-    return {"label_first": first, "max_new_tokens": None if first else int(settings["max_new_tokens"]),
-            "precision": settings["precision"]}
+    out = {"label_first": first, "max_new_tokens": None if first else int(settings["max_new_tokens"]),
+           "precision": settings["precision"]}
+    spec = ablation_spec(config, ablation)
+    if ABLATIONS.get(spec["kind"]).multitask:  # test inputs carry the predict task's prefix
+        out["prefix"] = spec["predict_prefix"]
+    return out
 
 
 def converted_student(config: dict, student: str) -> str | list:

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import ablations, io
+from . import ablations, calibration, io
 from .datasets import COMMON_COLUMNS, eval_equation
 from .defaults import EVALUATION
 from .precision import use_bf16
@@ -192,6 +192,72 @@ def greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new
         pending = [[t] for t in logits.argmax(-1).tolist()]
 
 
+@torch.inference_mode()
+def continuation_log_probs(model, tokenizer, sources: list[str], continuations: list[list[str]],
+                           batch_size: int = 16, max_rows: int = 256, desc: str = "score") -> list[list[float]]:
+    """Log-probability of each continuation of each source, tokenized as training tokenizes targets (source with
+    special tokens, then ``" " + continuation``). A source and the token prefix all its continuations share are
+    encoded once, in one cached forward pass over a batch of sources (which also scores that prefix); every
+    continuation's own tokens then take one more pass over that cache, so scoring k candidate labels costs about
+    one prefill, not k."""
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    encoded = []
+    for src, conts in zip(sources, continuations, strict=True):
+        ids = [tokenizer(" " + c, add_special_tokens=False)["input_ids"] for c in conts]
+        shared = 0  # leave every continuation at least one token of its own
+        while shared < min(map(len, ids)) - 1 and all(c[shared] == ids[0][shared] for c in ids):
+            shared += 1
+        encoded.append((tokenizer(src, add_special_tokens=True)["input_ids"] + ids[0][:shared],
+                        [c[shared:] for c in ids], ids[0][:shared]))
+    order = sorted(range(len(sources)), key=lambda i: len(encoded[i][0]))
+    batches, current, rows = [], [], 0
+    for i in order:  # at most batch_size sources and max_rows continuations per pass
+        if current and (len(current) == batch_size or rows + len(encoded[i][1]) > max_rows):
+            batches.append(current)
+            current, rows = [], 0
+        current.append(i)
+        rows += len(encoded[i][1])
+    batches += [current] if current else []
+    out: list[list[float]] = [[] for _ in sources]
+    for idx in tqdm(batches, desc=desc, unit="batch"):
+        contexts = [encoded[i][0] for i in idx]
+        width = max(map(len, contexts))
+        ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for r, c in enumerate(contexts):
+            ids[r, width - len(c):], mask[r, width - len(c):] = torch.tensor(c), 1
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=model.config)
+        prefixes = [encoded[i][2] for i in idx]
+        keep = max(map(len, prefixes)) + 1  # logits over each shared prefix and the first token after it
+        head = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                     use_cache=True, logits_to_keep=keep).logits.float().log_softmax(-1)
+        first = head[:, -1]
+        shared_lp = [sum(head[r, keep - len(p) + k - 1, t].item() for k, t in enumerate(p))
+                     for r, p in enumerate(prefixes)]
+        owners = [r for r, i in enumerate(idx) for _ in encoded[i][1]]
+        suffixes = [s for i in idx for s in encoded[i][1]]
+        sel = torch.tensor(owners, device=device)
+        cache.batch_select_indices(sel)
+        length = max(map(len, suffixes))
+        sids = torch.full((len(suffixes), length), pad, dtype=torch.long, device=device)
+        smask = torch.zeros_like(sids)
+        for r, suffix in enumerate(suffixes):
+            sids[r, :len(suffix)], smask[r, :len(suffix)] = torch.tensor(suffix), 1
+        logits = model(input_ids=sids, attention_mask=torch.cat([mask[sel], smask], -1),
+                       position_ids=positions[sel][:, -1:] + 1 + torch.arange(length, device=device),
+                       past_key_values=cache, use_cache=True).logits[:, :-1].float().log_softmax(-1)
+        total = first[sel].gather(1, sids[:, :1]).squeeze(1)
+        total = total + (logits.gather(2, sids[:, 1:, None]).squeeze(-1) * smask[:, 1:]).sum(1)
+        for r, value in zip(owners, total.tolist(), strict=True):
+            out[idx[r]].append(shared_lp[r] + value)
+    return out
+
+
 def canonical(pred: str | None, row: dict, label_format: str) -> str | None:
     """The class an extracted label names: the choice letter for multiple choice (whatever the label format),
     so majority rate and collapse are measured over answer positions; the relation for NLI; the value for an
@@ -234,12 +300,12 @@ def score(predictions: list[str | None], gold: list[str], n_choices: int | None 
 def evaluate(model_dir: str, data: str, ablation: str, label_first: bool, label_format: str, out_json: str,
              out_predictions: str, out_speed: str, max_new_tokens: int | None = None,
              batch_size: int = EVALUATION["batch_size"], threads: int = 1,
-             precision: str = EVALUATION["precision"]) -> dict:
+             precision: str = EVALUATION["precision"], prefix: str = "") -> dict:
     """Evaluate one fine-tuned model on one test split and write eval JSON, predictions and speed.
 
     Label-first models generate up to the closing marker within the longest label's budget; the others generate
     their rationale first, up to `max_new_tokens`. Weights load in bf16 where `precision` (auto: measured) says
-    so, fp32 otherwise.
+    so, fp32 otherwise. `prefix` goes before every input (a multi-task model's predict task).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -253,28 +319,57 @@ def evaluate(model_dir: str, data: str, ablation: str, label_first: bool, label_
     gold = [label_string(r, label_format) for r in rows]
     max_new = answer_budget(tok, rows, label_format) if label_first else int(max_new_tokens or
                                                                             EVALUATION["max_new_tokens"])
+    sources = [prefix + format_source(r) for r in rows]
     start = time.perf_counter()
-    texts = generate(model, tok, [format_source(r) for r in rows], max_new, batch_size, desc=f"eval {ablation}",
+    texts = generate(model, tok, sources, max_new, batch_size, desc=f"eval {ablation}",
                      draft=ablations.MARK if label_first else None)
     seconds = time.perf_counter() - start
     preds = [extract_label(t) for t in texts]
     classes = [canonical(p, r, label_format) for p, r in zip(preds, rows, strict=True)]
     gold_classes = [canonical(g, r, label_format) for g, r in zip(gold, rows, strict=True)]
     n_choices = len(rows[0]["choices"]) if rows and rows[0]["task"] != "math" else None
+    start = time.perf_counter()
+    confidence, calibrated = calibrate(model, tok, sources, texts, rows, classes, gold_classes, label_format,
+                                       batch_size, ablation)
+    calibration_seconds = time.perf_counter() - start
     result = {**score(classes, gold_classes, n_choices), "ablation": ablation, "label_format": label_format,
               "model": str(Path(model_dir)),
               "decoding": {"greedy": True, "max_new_tokens": max_new, "stop": "closing " + ablations.MARK,
-                           "label_first": label_first, "precision": str(dtype).removeprefix("torch.")}}
+                           "label_first": label_first, "precision": str(dtype).removeprefix("torch.")},
+              "calibration": calibrated}
     io.write_parquet(pd.DataFrame({"id": [r["id"] for r in rows], "generated": texts, "parsed_label": preds,
                                    "predicted_class": classes, "gold": [normalise(g) for g in gold],
-                                   "gold_class": gold_classes}), out_predictions)
+                                   "gold_class": gold_classes, "confidence": confidence}), out_predictions)
     io.write_json({"examples_per_s": len(rows) / seconds if seconds else None, "seconds": seconds,
+                   "calibration_seconds": calibration_seconds,
                    "n": len(rows), "device": str(next(model.parameters()).device), "threads": threads,
                    "batch_size": batch_size, "dtype": str(dtype).removeprefix("torch.")}, out_speed)
     io.write_json(result, out_json)
-    log.info("%s: accuracy %.4f (95%% CI %.3f-%.3f), majority %.4f, unparsed %d, %.1f examples/s", ablation,
-             result["accuracy"], *result["ci95"], result["majority_rate"], result["unparsed"], len(rows) / seconds)
+    log.info("%s: accuracy %.4f (95%% CI %.3f-%.3f), majority %.4f, unparsed %d, %.1f examples/s; ECE %.3f, "
+             "confidence %.3f (calibration %.0f s)", ablation, result["accuracy"], *result["ci95"],
+             result["majority_rate"], result["unparsed"], len(rows) / seconds, calibrated["ece"],
+             calibrated["confidence"], calibration_seconds)
     return result
+
+
+def calibrate(model, tokenizer, sources: list[str], texts: list[str], rows: list[dict], classes: list[str | None],
+              gold_classes: list[str], label_format: str, batch_size: int, desc: str = "") -> tuple[list[float], dict]:
+    """Each item's confidence and the model's calibration summary (`calibration`): every candidate label is
+    scored after what the model wrote before its label (its rationale, for CoT-before models), in the target
+    format, ``[FIN_LABEL] c [FIN_LABEL]``; not sampled."""
+    cands = [calibration.candidates(r, label_format, p) for r, p in zip(rows, map(extract_label, texts),
+                                                                         strict=True)]
+    leads = [(t.split(ablations.MARK)[0].strip() + " ").lstrip() for t in texts]
+    scores = continuation_log_probs(model, tokenizer, sources, [[lead + ablations.wrap_label(c) for c in cs]
+                                                                for lead, cs in zip(leads, cands, strict=True)],
+                                    batch_size, desc=f"calibration {desc}")
+    items = [calibration.item(lp, [canonical(c, r, label_format) for c in cs], pc, gc)
+             for lp, cs, r, pc, gc in zip(scores, cands, rows, classes, gold_classes, strict=True)]
+    confidence, correct, dists, gold_index = (list(x) for x in zip(*items, strict=True))
+    math = bool(rows) and rows[0]["task"] == "math"
+    return confidence, {**calibration.summary(confidence, correct, dists, gold_index),
+                        "candidates": "one-operation equations over the problem's numbers, gold and predicted"
+                        if math else "the item's choices"}
 
 
 def load_eval(path: str | Path) -> dict:

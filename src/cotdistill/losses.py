@@ -1,4 +1,5 @@
-"""Auxiliary losses of multi-task (Distilling Step-by-Step) training, registered by name (`training.aux_loss`).
+"""Auxiliary losses of multi-task (Distilling Step-by-Step) training, registered by name (the ``aux`` parameter of
+a ``multitask`` ablation).
 
 Each takes the predict task's and the explain task's logits over their target positions, ``[batch, length, vocab]``,
 with boolean masks of the real (non-pad) positions, and returns a scalar added as ``a3 * L_aux``. The MI paper
@@ -25,7 +26,8 @@ REDUCTIONS = ("max", "mean")
 
 def _check(reduction: str) -> None:
     if reduction not in REDUCTIONS:
-        raise ValueError(f"training.aux_reduction is {reduction!r}; valid choices: {', '.join(REDUCTIONS)}")
+        raise ValueError(f"reduction (a multitask ablation parameter) is {reduction!r}; valid choices: "
+                         f"{', '.join(REDUCTIONS)}")
 
 
 @AUX_LOSSES.register("none")

@@ -5,7 +5,8 @@ Every accuracy cell is the mean over seeds +- their standard deviation, with a 9
 bootstrap over test items and seeds (`stats.bootstrap_interval`), beside the majority-class rate. Every ablation is
 compared with the experiment's reference ablations (``compare_to``, default the no-CoT and CoT-after ablations) on
 the same items: a paired bootstrap of the difference pooled over seeds (Holm-adjusted within each dataset, student
-and reference) and an exact McNemar test per seed. Published numbers come from ``resources/published/mysteries.csv``.
+and reference) and an exact McNemar test per seed. Published numbers come from ``resources/published/<paper>.csv``,
+the report kind's paper.
 What else a report shows (claims, figure, the overlap of human words with attribution tokens) depends on its kind
 (`reportkinds.REPORTS`, ``experiments.<name>.report``).
 """
@@ -45,19 +46,25 @@ _PATH = re.compile(r"eval/(?P<dataset>[^/]+)/(?P<teacher>[^/]+)/(?P<student>[^/]
 def published(paper: str = "mysteries") -> pd.DataFrame:
     """A paper's published numbers (a CSV under ``resources/published``)."""
     text = importlib.resources.files("cotdistill").joinpath(f"resources/published/{paper}.csv").read_text()
-    return pd.read_csv(StringIO(text), comment="#", dtype={"position": str})
+    pub = pd.read_csv(StringIO(text), comment="#", dtype=str)
+    return pub.assign(accuracy=pub["accuracy"].astype(float))
+
+
+PUBLISHED_KEYS = ("table", "ablation_kind", "student", "dataset", "accuracy")  # other columns: ablation parameters
 
 
 PAPER_SETTINGS = {"k": 15, "method": "integrated_gradients", "max_words": 15}  # what the paper's rows used
 
 
 def published_accuracy(pub: pd.DataFrame, spec: dict, student: str | None, dataset: str | None) -> float | None:
-    """The published number of an ablation (by kind, and position where the paper varies it), if any; none for
-    settings the paper did not use (an ig_topk with k = 5, say)."""
+    """The published number of an ablation, if any: by kind, and by each parameter the file has a column for
+    (``position``, ``aux``, ...) where the row gives one; none for settings the paper did not use (an ig_topk
+    with k = 5, say)."""
     if any(spec.get(k, v) != v for k, v in PAPER_SETTINGS.items()):
         return None
     hit = pub[(pub.ablation_kind == spec["kind"]) & (pub.student == student) & (pub.dataset == dataset)]
-    hit = hit[hit.position.isna() | (hit.position == spec.get("position"))]
+    for param in (c for c in pub.columns if c not in PUBLISHED_KEYS):
+        hit = hit[hit[param].isna() | (hit[param] == str(spec.get(param)))]
     return float(hit["accuracy"].iloc[0]) if len(hit) else None
 
 
@@ -67,6 +74,9 @@ def _seed_of(names: tuple, seed: int) -> int:
 
 
 # --------------------------------------------------------------------------- collecting
+
+
+CALIBRATION_KEYS = ("ece", "confidence", "brier")  # from each eval JSON's calibration; NaN for older evals
 
 
 def collect(evals: list[str], predictions: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -80,7 +90,8 @@ def collect(evals: list[str], predictions: list[str]) -> tuple[pd.DataFrame, pd.
         r = load_eval(path)
         rows.append({**key, "path": str(path), "accuracy": r["accuracy"], "correct": r["correct"], "n": r["n"],
                      "unparsed": r["unparsed"], "majority_rate": r["majority_rate"], "collapsed": r["collapsed"],
-                     "top_prediction": r["top_prediction"], "top_share": r["top_prediction_share"]})
+                     "top_prediction": r["top_prediction"], "top_share": r["top_prediction_share"],
+                     **{f"cal_{k}": r.get("calibration", {}).get(k, np.nan) for k in CALIBRATION_KEYS}})
         p = io.read_parquet(pred_path, required=["id", "predicted_class", "gold_class", "parsed_label"])
         if len(p) != r["n"]:
             raise ValueError(f"{pred_path}: {len(p)} predictions but {path} counts n = {r['n']}: files do not align")
@@ -117,9 +128,10 @@ def check_aligned(items: pd.DataFrame) -> None:
 # --------------------------------------------------------------------------- summary and tests
 
 
-def summarise(evals: pd.DataFrame, items: pd.DataFrame, config: dict) -> pd.DataFrame:
-    """One row per (dataset, student, ablation): mean and std over seeds, bootstrap interval, baselines, flags."""
-    pub = published()
+def summarise(evals: pd.DataFrame, items: pd.DataFrame, config: dict, paper: str = "mysteries") -> pd.DataFrame:
+    """One row per (dataset, student, ablation): mean and std over seeds, bootstrap interval, baselines, flags;
+    `paper` names the published numbers (`published`)."""
+    pub = published(paper)
     out = []
     for (ds, st, ab), g in evals.groupby(["dataset", "student", "ablation"], sort=False):
         matrix, _ = correctness(items, ds, st, ab)
@@ -134,6 +146,7 @@ def summarise(evals: pd.DataFrame, items: pd.DataFrame, config: dict) -> pd.Data
                     "unparsed": int(g["unparsed"].sum()), "collapsed": bool(g["collapsed"].any()),
                     "top_prediction": worst["top_prediction"], "top_share": 100 * float(worst["top_share"]),
                     "top_seed": int(worst["seed"]),
+                    **{f"cal_{k}": float(g[f"cal_{k}"].mean()) for k in CALIBRATION_KEYS},
                     "published": published_accuracy(pub, config["ablations"][ab], config["students"].get(st),
                                                     config["datasets"].get(ds))})
     return pd.DataFrame(out)
@@ -290,6 +303,23 @@ def _cell(r: pd.Series, marks: str) -> str:
     return text
 
 
+def calibration_lines(summary: pd.DataFrame) -> list[str]:
+    """The calibration section, for models whose eval JSONs have one (mean over seeds)."""
+    cal = summary[summary["cal_ece"].notna()]
+    if cal.empty:
+        return []
+    lines = ["", "## Calibration", "",
+             "Confidence = the probability of the predicted label normalised over the item's candidate labels, each "
+             "scored in the target format after what the model wrote before its label (multiple choice: the "
+             "choices; SVAMP: one-operation equations over the problem's numbers, gold and predicted); ECE over 10 "
+             "equal-width bins, in points; Brier over the candidates. Mean over seeds.", "",
+             "| dataset | student | ablation | accuracy % | confidence % | ECE % | Brier |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.dataset} | {r.student} | {r.ablation} | {r.accuracy:.1f} | {100 * r.cal_confidence:.1f} | "
+              f"{100 * r.cal_ece:.1f} | {r.cal_brier:.3f} |" for r in cal.itertuples()]
+    return lines
+
+
 def write_table(summary: pd.DataFrame, tests: pd.DataFrame, claim_rows: list[dict], config: dict,
                 sources: list[str], title: str, out_prefix: str, kind: ReportKind | None = None,
                 extra: list[str] | None = None) -> None:
@@ -327,6 +357,7 @@ def write_table(summary: pd.DataFrame, tests: pd.DataFrame, claim_rows: list[dic
     if len(collapsed):
         lines.append("⚠ Collapsed models (one answer for ≥ 80% of items in some seed; they learned nothing): " +
                      ", ".join(f"{r.student}/{r.ablation}/{r.dataset}" for r in collapsed.itertuples()) + ".")
+    lines += calibration_lines(summary)
     lines += ["", "## Paired tests on the same test items", "",
               "Δ = ablation − reference in accuracy points, with its 95% paired-bootstrap interval; p from the "
               "paired bootstrap (items and seeds resampled together), Holm-adjusted; exact McNemar per seed "
@@ -487,7 +518,7 @@ def report(evals: list[str], predictions: list[str], data: list[str], config: di
     kind = REPORTS.get(config.get("report", "table1"), f"experiments.{experiment}.report")
     evals_df, items = collect(evals, predictions)
     check_aligned(items)
-    summary = summarise(evals_df, items, config)
+    summary = summarise(evals_df, items, config, kind.paper)
     tests = paired_tests(summary, items, config)
     claim_rows = claims(summary, items, config, kind)
     title = f"{experiment}: {kind.title}"

@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 
 LABEL_FORMATS = ("letter", "text")
 TARGET_COLUMNS = ["id", "task", "source", "target", "label", "label_start", "label_end"]
+EXPLAIN_COLUMNS = ["explain_source", "explanation"]  # multi-task ablations: the explain task of each row
 
 
 def format_source(row: dict) -> str:
@@ -48,7 +49,9 @@ def build_targets(data: pd.DataFrame, rationales: pd.DataFrame | None, ablation:
 
     Each example's randomness comes from `ablations.example_rng` (seed, kind and parameters, example id): the same
     example gets the same perturbation whatever the row order, the other rows or the ablation's name. The
-    vocabulary of `random_words` is every word of the kept rationales, sorted.
+    vocabulary of `random_words` is every word of the kept rationales, sorted. A multi-task ablation's rows put
+    its predict prefix before the source and carry the explain task (`EXPLAIN_COLUMNS`: prefixed source and the
+    rationale as its target).
     """
     abl = ablations.get(spec, ablation)
     resolved = ablations.resolve(spec, ablation)
@@ -72,9 +75,14 @@ def build_targets(data: pd.DataFrame, rationales: pd.DataFrame | None, ablation:
         start = target.rfind(marked) + len(ablations.MARK) + 1
         if start < len(ablations.MARK) + 1:
             raise ValueError(f"ablation {ablation!r}: target for row id {row['id']!r} lacks {marked!r}")
-        rows.append({"id": row["id"], "task": row["task"], "source": format_source(row), "target": target,
-                     "label": label, "label_start": start, "label_end": start + len(label)})
-    return pd.DataFrame(rows, columns=TARGET_COLUMNS)
+        source = format_source(row)
+        out = {"id": row["id"], "task": row["task"], "source": source, "target": target, "label": label,
+               "label_start": start, "label_end": start + len(label)}
+        if abl.multitask:
+            out.update(source=params["predict_prefix"] + source, explain_source=params["explain_prefix"] + source,
+                       explanation=row["rationale"])
+        rows.append(out)
+    return pd.DataFrame(rows, columns=TARGET_COLUMNS + (EXPLAIN_COLUMNS if abl.multitask else []))
 
 
 def load_resources(spec: dict, attribution: str | None = None, human_words: str | list[str] | None = None,

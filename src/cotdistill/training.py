@@ -37,7 +37,7 @@ from .defaults import TRAINING as DEFAULTS
 from .evaluation import extract_label, generate, label_budget, same_label
 from .models import pretrained_args
 from .precision import use_bf16
-from .targets import TARGET_COLUMNS
+from .targets import EXPLAIN_COLUMNS, TARGET_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -263,23 +263,38 @@ def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str | Path, set
         log.info("filler token for this student: %r (%s)", filler_token, "its unk token" if filler_token !=
                  filler else "the fallback: its tokenizer has no unk token distinct from EOS")
     train_df, val_df = split_validation(targets, int(s["validation_size"]), data_seed)
-    encoded, dropped = encode(tok, list(train_df["source"]), list(train_df["target"]), marker_ends(train_df),
-                              int(s["max_source_tokens"]), int(s["max_target_tokens"]), list(train_df["id"]),
-                              s["overlong"])
+    multitask = s.get("multitask")  # a multi-task ablation's loss (`config.finetune_settings`)
+    if multitask:
+        from .multitask import MultitaskTrainerMixin, PairCollator, encode_pairs
+
+        missing = [c for c in EXPLAIN_COLUMNS if c not in targets.columns]
+        if missing:
+            raise ValueError(f"{targets_path}: multi-task training needs the explain task's columns {missing}; "
+                             f"build the targets with a multi-task ablation")
+        encoded, dropped = encode_pairs(tok, train_df, int(s["max_source_tokens"]), int(s["max_target_tokens"]),
+                                        s["overlong"])
+    else:
+        encoded, dropped = encode(tok, list(train_df["source"]), list(train_df["target"]), marker_ends(train_df),
+                                  int(s["max_source_tokens"]), int(s["max_target_tokens"]), list(train_df["id"]),
+                                  s["overlong"])
     if dropped:
         log.warning("left out %d of %d training targets whose label would be cut by max_target_tokens = %d "
                     "(training.overlong: drop), e.g. %s", len(dropped), len(train_df), s["max_target_tokens"],
                     dropped[:5])
-    if not encoded["input_ids"]:
+    if not encoded["length"]:
         raise ValueError(f"{targets_path}: no training example left (all {len(train_df)} were too long)")
     train = Dataset.from_dict(encoded)
     val_budget = label_budget(tok, list(targets["label"].unique())) if label_first else validation_budget(
         tok, targets, int(s["max_target_tokens"]))
     bf16 = use_bf16(s["precision"])
-    collator = Collator(tok.pad_token_id, int(s["max_source_tokens"]) + int(s["max_target_tokens"])
-                        if s["pad_to_max"] else None,
-                        "left" if {"logits_to_keep", "position_ids"} <= set(inspect.signature(model.forward).parameters)
-                        else "right")
+    side = "left" if {"logits_to_keep", "position_ids"} <= set(inspect.signature(model.forward).parameters) else "right"
+    if multitask:
+        if s["pad_to_max"]:
+            raise ValueError("training.pad_to_max (a benchmark baseline) is not available for multi-task training")
+        collator = PairCollator(tok.pad_token_id, side=side)
+    else:
+        collator = Collator(tok.pad_token_id, int(s["max_source_tokens"]) + int(s["max_target_tokens"])
+                            if s["pad_to_max"] else None, side)
     args = TrainingArguments(
         output_dir=str(ckpt_dir), per_device_train_batch_size=int(s["batch_size"]) // world_size,
         learning_rate=float(s["lr"]),
@@ -317,11 +332,15 @@ def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str | Path, set
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
             return metrics
 
-    trainer = GenerationTrainer(  # eval_dataset only satisfies Trainer's check: `evaluate` uses val_df
-        model=model, args=args, train_dataset=train, eval_dataset=train.select(range(1)), data_collator=collator,
-        compute_loss_func=target_loss,
-        callbacks=[EarlyStoppingCallback(int(s["patience"]), float(s["threshold"]))])
-    return Run(trainer, tok, len(encoded["input_ids"]), len(val_df), len(dropped), bf16, s, filler_token)
+    common = {"model": model, "args": args, "train_dataset": train, "data_collator": collator,
+              "eval_dataset": train.select(range(1)),  # only satisfies Trainer's check: `evaluate` uses val_df
+              "callbacks": [EarlyStoppingCallback(int(s["patience"]), float(s["threshold"]))]}
+    if multitask:
+        trainer = type("MultitaskTrainer", (MultitaskTrainerMixin, GenerationTrainer), {})(
+            multitask=multitask, **common)
+    else:
+        trainer = GenerationTrainer(compute_loss_func=target_loss, **common)
+    return Run(trainer, tok, len(encoded["length"]), len(val_df), len(dropped), bf16, s, filler_token)
 
 
 def finetune(model_spec: dict, targets_path: str, out_dir: str, ckpt_dir: str, settings: dict, seed: int,
@@ -366,6 +385,8 @@ def finetune(model_spec: dict, targets_path: str, out_dir: str, ckpt_dir: str, s
         "bf16": run.bf16, "threads": threads, "mean_length": float(lengths.mean()), "seed": seed,
         "settings": run.settings, "filler_token": run.filler,
     }
+    if hasattr(trainer, "term_means"):  # multi-task: the size of each loss term, unweighted
+        metrics["loss_terms"] = trainer.term_means()
     if trainer.is_world_process_zero():
         _save_final(trainer, run.tokenizer, metrics, Path(out_dir))
         shutil.rmtree(ckpt_dir, ignore_errors=True)
