@@ -104,7 +104,7 @@ def test_default_config_is_valid_and_plans_rationales():
          "config key 'ablations.baseline' has the same kind and parameters as 'ablations.none'"),
         (lambda c: c["experiments"]["table1"].update(report="table9"),
          "config key 'experiments.table1.report' names unknown report kind 'table9'; valid choices: figure3, "
-         "figure4, table1, table2, table3"),
+         "figure4, mi_figure2, mi_table1, table1, table2, table3"),
         (lambda c: c["lenses"].update(t={"kind": "tunned"}),
          "config key 'lenses.t.kind' names unknown lens kind 'tunned'; valid choices: logit, tuned"),
         (lambda c: c["lenses"]["tuned"].update(step=3),
@@ -232,10 +232,13 @@ def test_multitask_loss_goes_to_its_finetune_and_its_prefix_to_its_evaluation():
     plain = cfg.finetune_settings(c, student, "cot_after")
     assert "multitask" not in plain and "prefix" not in cfg.evaluation_params(c, "cot_after")
     # without an auxiliary loss its pooling and weight decide nothing: the same settings as the defaults
+    prefixes = {"predict_prefix": "predict: ", "explain_prefix": "explain: "}
     assert cfg.finetune_settings(c, student, "dss")["multitask"] == {
-        "aux": "none", "reduction": "max", "predict_weight": 0.5, "explain_weight": 0.5, "aux_weight": 0.0}
+        "aux": "none", "reduction": "max", "predict_weight": 0.5, "explain_weight": 0.5, "aux_weight": 0.0,
+        **prefixes}
     assert cfg.finetune_settings(c, student, "dss_mi") == {**plain, "multitask": {
-        "aux": "mi", "reduction": "max", "predict_weight": 0.5, "explain_weight": 0.5, "aux_weight": 0.1}}
+        "aux": "mi", "reduction": "max", "predict_weight": 0.5, "explain_weight": 0.5, "aux_weight": 0.1,
+        **prefixes, "predict_prefix": "[P] "}}
     assert cfg.evaluation_params(c, "dss_mi") == {"label_first": True, "max_new_tokens": None, "precision": "auto",
                                                   "prefix": "[P] "}
     assert cfg.targets_params(c, "dss_mi")["columns"][-2:] == ["explain_source", "explanation"]

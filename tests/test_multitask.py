@@ -94,7 +94,8 @@ def test_multitask_ablation_trains_both_tasks_through_the_trainer(tiny_gpt2, tmp
     weights = {"predict_weight": 0.5, "explain_weight": 0.3, "aux_weight": 0.2}
     run = training.build_trainer({"source": "local", "path": str(tiny_gpt2)}, str(targets), tmp_path / "ckpt",
                                  {"validation_size": 2, "batch_size": 4, "eval_every": 1000,
-                                  "multitask": {"aux": "mi", "reduction": "max", **weights}},
+                                  "multitask": {"aux": "mi", "reduction": "max", "predict_prefix": "predict: ",
+                                                "explain_prefix": "explain: ", **weights}},
                                  seed=0, label_first=True)
     assert isinstance(run.trainer.data_collator, PairCollator) and run.trainer.data_collator.side == "left"
     result = run.trainer.train()

@@ -107,3 +107,15 @@ def test_multitask_rows_carry_both_tasks_with_their_prefixes():
     assert row["source"] == "predict: " + format_source(ROW)
     assert row["explain_source"] == "explain: " + format_source(ROW) and row["explanation"] == "Milk must stay cold."
     assert "explanation" not in _target("cot_after").index
+
+
+def test_training_fractions_keep_nested_seeded_subsets():
+    rows = [{**ROW, "id": f"q{i}"} for i in range(200)]
+    rat = pd.DataFrame({"id": [r["id"] for r in rows], "rationale": "Milk must stay cold."})
+    kept = {f: set(build_targets(pd.DataFrame(rows), rat, "d", {"kind": "multitask", "train_fraction": f}, "letter",
+                                 seed=0)["id"]) for f in (0.25, 0.5, 1.0)}
+    assert kept[0.25] < kept[0.5] < kept[1.0] and len(kept[1.0]) == 200
+    assert 30 <= len(kept[0.25]) <= 70 and 70 <= len(kept[0.5]) <= 130
+    reversed_rows = build_targets(pd.DataFrame(rows[::-1]), rat, "d", {"kind": "multitask", "train_fraction": 0.25},
+                                  "letter", seed=0)
+    assert set(reversed_rows["id"]) == kept[0.25]  # per example, not per stream

@@ -46,6 +46,16 @@ def test_encode_keeps_the_end_of_a_long_source():
     assert len(enc["input_ids"][0]) - learned == 16
 
 
+def test_a_cut_source_keeps_its_task_prefix():
+    tok = gpt2_tokenizer()
+    enc, _ = encode(tok, ["predict: " + "filler " * 300 + SOURCE], [wrap_label("B")], [len(wrap_label("B"))], 16,
+                    64, keep_prefix="predict: ")
+    source = tok.decode(enc["input_ids"][0][:16])
+    assert source.startswith("predict:") and source.endswith("Answer:") and "filler" in source
+    with pytest.raises(ValueError, match="does not start with the task prefix 'explain: '"):
+        encode(tok, [SOURCE], [wrap_label("B")], [len(wrap_label("B"))], 16, 64, keep_prefix="explain: ")
+
+
 def test_rationale_after_the_label_may_be_cut_but_the_label_never():
     tok = gpt2_tokenizer()
     df = _targets(f"{wrap_label('B')} {RATIONALE}", f"{RATIONALE} {wrap_label('B')}")

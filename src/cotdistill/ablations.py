@@ -381,14 +381,17 @@ def _multitask_normalise(params: dict) -> dict:
     "explain_weight": Param(float, 0.5, minimum=0.0, doc="a2, weight of the explain task's loss"),
     "aux_weight": Param(float, 0.1, minimum=0.0, doc="a3, weight of the auxiliary loss"),
     "predict_prefix": Param(str, "predict: ", doc="put before the input of the predict task (and at test time)"),
-    "explain_prefix": Param(str, "explain: ", doc="put before the input of the explain task")})
+    "explain_prefix": Param(str, "explain: ", doc="put before the input of the explain task"),
+    "train_fraction": Param(float, 1.0, minimum=0.01, maximum=1.0,
+                            doc="share of the training examples kept (MI Figures 2-3), nested across fractions")})
 def multitask(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator,
               res: Resources) -> str:
     """Distilling Step-by-Step (and the MI paper's DSS+MI): each example is trained twice, ``predict:
     <input>`` -> ``[FIN_LABEL] B [FIN_LABEL]`` and ``explain: <input>`` -> the rationale, in the same batch, with
     loss ``a1 * L_predict + a2 * L_explain + a3 * L_aux`` (`multitask`). This is the predict task's target; the
     targets file also holds the explain task (`targets.build_targets`). At test time only the label is
-    generated, from the predict prefix."""
+    generated, from the predict prefix. ``train_fraction`` < 1 keeps a seeded share of the examples
+    (`targets.build_targets`)."""
     return wrap_label(label)
 
 

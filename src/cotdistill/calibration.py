@@ -93,6 +93,7 @@ def item(log_probs, classes: list[str], predicted: str | None, gold: str) -> tup
     keys = list(dict.fromkeys(classes))
     dist = [float(p[[c == k for c in classes]].sum()) for k in keys]
     conf = dist[keys.index(predicted)] if predicted in keys and predicted != "<invalid>" else max(dist)
+    conf = min(1.0, conf)  # a class summing several candidates may exceed 1 by rounding
     correct = predicted is not None and predicted == gold != "<invalid>"
     return conf, correct, dist, keys.index(gold)
 

@@ -370,12 +370,14 @@ def targets_inputs(config: dict, dataset: str, teacher: str, ablation: str, spli
 
 def finetune_settings(config: dict, student: str, ablation: str) -> dict:
     """A fine-tune's training settings; for a filler ablation also its fallback token (``filler``), which places
-    the student's filler, and for a multi-task one its loss (``multitask``: the resolved ablation parameters but
-    the prefixes, which are in its targets), so other fine-tunes' params do not change."""
+    the student's filler, and for a multi-task one its loss and task prefixes (``multitask``: the resolved
+    ablation parameters but the training fraction, which decides its targets only), so other fine-tunes' params do
+    not change."""
     spec = ablation_spec(config, ablation)
     extra = {"filler": spec["fallback"]} if spec["kind"] == "filler" else {}
     if ABLATIONS.get(spec["kind"]).multitask:
-        extra["multitask"] = {k: v for k, v in spec.items() if k not in ("kind", "predict_prefix", "explain_prefix")}
+        extra["multitask"] = {k: v for k, v in spec.items()  # the fraction decides the targets file only
+                              if k not in ("kind", "train_fraction")}
     return {**training_params(config, student), **extra}
 
 

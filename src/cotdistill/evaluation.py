@@ -31,6 +31,7 @@ from .targets import candidate_labels, format_source, label_string
 log = logging.getLogger(__name__)
 
 COLLAPSE_SHARE = 0.8  # one predicted label for at least this share of items: the model has learned nothing
+_MARK_RE = re.compile(re.escape(ablations.MARK), re.I)
 _LABEL_RE = re.compile(re.escape(ablations.MARK) + r"\s*(.*?)\s*" + re.escape(ablations.MARK), re.S | re.I)
 
 
@@ -97,16 +98,19 @@ def answer_budget(tokenizer, rows: list[dict], label_format: str) -> int:
 
 
 def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_size: int = 16,
-             stop_at_marker: bool = True, desc: str = "generate", draft: str | None = None) -> list[str]:
+             stop_at_marker: bool = True, desc: str = "generate", draft: str | None = None,
+             return_raw: bool = False) -> list[str] | tuple[list[str], list[str]]:
     """Greedy continuations of `sources`, batched with left padding, sorted by length to pad little; a row ends at
     EOS (the generation config's and the tokenizer's, which training appends to every target), at the closing
     marker (`stop_at_marker`) or after `max_new_tokens`. `draft`: text every continuation is expected to start
-    with (the opening marker, for label-first models), verified in the prompt's forward pass (`greedy`)."""
+    with (the opening marker, for label-first models), verified in the prompt's forward pass (`greedy`).
+    `return_raw` also returns each continuation decoded with its special tokens (a filler student's unk tokens)."""
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     out: list[str] = [""] * len(sources)
+    raw: list[str] = [""] * len(sources)
     device = next(model.parameters()).device
     closing = closing_ids(tokenizer) if stop_at_marker else None
     eos = model.generation_config.eos_token_id
@@ -118,9 +122,10 @@ def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_si
         rows = greedy(model, enc["input_ids"], enc["attention_mask"], max_new_tokens,
                       lambda gen: gen[-1] in eos or (closing is not None and closes_marker(tokenizer, gen, closing)),
                       draft_ids)
-        for i, text in zip(idx, tokenizer.batch_decode(rows, skip_special_tokens=True), strict=True):
-            out[i] = text
-    return out
+        for i, text, full in zip(idx, tokenizer.batch_decode(rows, skip_special_tokens=True),
+                                 tokenizer.batch_decode(rows, skip_special_tokens=False), strict=True):
+            out[i], raw[i] = text, full
+    return (out, raw) if return_raw else out
 
 
 def target_prefix_ids(tokenizer, text: str) -> list[int]:
@@ -194,12 +199,14 @@ def greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new
 
 @torch.inference_mode()
 def continuation_log_probs(model, tokenizer, sources: list[str], continuations: list[list[str]],
-                           batch_size: int = 16, max_rows: int = 256, desc: str = "score") -> list[list[float]]:
+                           batch_size: int = 16, max_rows: int = 256, desc: str = "score",
+                           full: bool = True) -> list[list[float]]:
     """Log-probability of each continuation of each source, tokenized as training tokenizes targets (source with
     special tokens, then ``" " + continuation``). A source and the token prefix all its continuations share are
     encoded once, in one cached forward pass over a batch of sources (which also scores that prefix); every
     continuation's own tokens then take one more pass over that cache, so scoring k candidate labels costs about
-    one prefill, not k."""
+    one prefill, not k. ``full=False`` leaves out the shared prefix's log-probability, the same for every
+    continuation of a source (normalising over them cancels it), and keeps logits at one position per source."""
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
@@ -233,6 +240,8 @@ def continuation_log_probs(model, tokenizer, sources: list[str], continuations: 
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=model.config)
         prefixes = [encoded[i][2] for i in idx]
+        if not full:
+            prefixes = [[] for _ in idx]
         keep = max(map(len, prefixes)) + 1  # logits over each shared prefix and the first token after it
         head = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                      use_cache=True, logits_to_keep=keep).logits.float().log_softmax(-1)
@@ -321,21 +330,22 @@ def evaluate(model_dir: str, data: str, ablation: str, label_first: bool, label_
                                                                             EVALUATION["max_new_tokens"])
     sources = [prefix + format_source(r) for r in rows]
     start = time.perf_counter()
-    texts = generate(model, tok, sources, max_new, batch_size, desc=f"eval {ablation}",
-                     draft=ablations.MARK if label_first else None)
+    texts, raw = generate(model, tok, sources, max_new, batch_size, desc=f"eval {ablation}",
+                          draft=ablations.MARK if label_first else None, return_raw=True)
     seconds = time.perf_counter() - start
     preds = [extract_label(t) for t in texts]
     classes = [canonical(p, r, label_format) for p, r in zip(preds, rows, strict=True)]
     gold_classes = [canonical(g, r, label_format) for g, r in zip(gold, rows, strict=True)]
     n_choices = len(rows[0]["choices"]) if rows and rows[0]["task"] != "math" else None
     start = time.perf_counter()
-    confidence, calibrated = calibrate(model, tok, sources, texts, rows, classes, gold_classes, label_format,
+    confidence, calibrated = calibrate(model, tok, sources, raw, rows, classes, gold_classes, label_format,
                                        batch_size, ablation)
     calibration_seconds = time.perf_counter() - start
     result = {**score(classes, gold_classes, n_choices), "ablation": ablation, "label_format": label_format,
               "model": str(Path(model_dir)),
               "decoding": {"greedy": True, "max_new_tokens": max_new, "stop": "closing " + ablations.MARK,
-                           "label_first": label_first, "precision": str(dtype).removeprefix("torch.")},
+                           "label_first": label_first, "precision": str(dtype).removeprefix("torch."),
+                           **({"prefix": prefix} if prefix else {})},
               "calibration": calibrated}
     io.write_parquet(pd.DataFrame({"id": [r["id"] for r in rows], "generated": texts, "parsed_label": preds,
                                    "predicted_class": classes, "gold": [normalise(g) for g in gold],
@@ -355,14 +365,15 @@ def evaluate(model_dir: str, data: str, ablation: str, label_first: bool, label_
 def calibrate(model, tokenizer, sources: list[str], texts: list[str], rows: list[dict], classes: list[str | None],
               gold_classes: list[str], label_format: str, batch_size: int, desc: str = "") -> tuple[list[float], dict]:
     """Each item's confidence and the model's calibration summary (`calibration`): every candidate label is
-    scored after what the model wrote before its label (its rationale, for CoT-before models), in the target
-    format, ``[FIN_LABEL] c [FIN_LABEL]``; not sampled."""
-    cands = [calibration.candidates(r, label_format, p) for r, p in zip(rows, map(extract_label, texts),
-                                                                         strict=True)]
-    leads = [(t.split(ablations.MARK)[0].strip() + " ").lstrip() for t in texts]
+    scored after what the model wrote before its label (its rationale, for CoT-before models; `texts` decoded
+    with special tokens, so a filler student's unk tokens stay), in the target format, ``[FIN_LABEL] c
+    [FIN_LABEL]``; not sampled. Candidates that are no valid answer (an equation dividing by zero) are left out."""
+    cands = [[c for c in calibration.candidates(r, label_format, p) if canonical(c, r, label_format) != "<invalid>"]
+             for r, p in zip(rows, map(extract_label, texts), strict=True)]
+    leads = [(_MARK_RE.split(t, 1)[0].strip() + " ").lstrip() for t in texts]
     scores = continuation_log_probs(model, tokenizer, sources, [[lead + ablations.wrap_label(c) for c in cs]
                                                                 for lead, cs in zip(leads, cands, strict=True)],
-                                    batch_size, desc=f"calibration {desc}")
+                                    batch_size, desc=f"calibration {desc}", full=False)
     items = [calibration.item(lp, [canonical(c, r, label_format) for c in cs], pc, gc)
              for lp, cs, r, pc, gc in zip(scores, cands, rows, classes, gold_classes, strict=True)]
     confidence, correct, dists, gold_index = (list(x) for x in zip(*items, strict=True))

@@ -47,17 +47,18 @@ class PairCollator:
         return {"input_ids": ids, "attention_mask": mask, "labels": pad("labels", -100)}
 
 
-def encode_pairs(tokenizer, targets: pd.DataFrame, max_source: int, max_target: int,
-                 overlong: str = "error") -> tuple[dict, list[str]]:
+def encode_pairs(tokenizer, targets: pd.DataFrame, max_source: int, max_target: int, overlong: str = "error",
+                 prefixes: tuple[str, str] = ("", "")) -> tuple[dict, list[str]]:
     """Both tasks of each row of a multi-task targets file, for `PairCollator`; returns (encoded, dropped ids).
 
     The predict task follows `training.encode` (a label cut by `max_target` is an error or drops the row); the
-    explanation is cut at `max_target` tokens, as Distilling Step-by-Step truncates its targets."""
+    explanation is cut at `max_target` tokens, as Distilling Step-by-Step truncates its targets. A source cut to
+    `max_source` keeps its task prefix (`prefixes`: predict, explain), so the two tasks stay apart."""
     pred, dropped = encode(tokenizer, list(targets["source"]), list(targets["target"]), marker_ends(targets),
-                           max_source, max_target, list(targets["id"]), overlong)
+                           max_source, max_target, list(targets["id"]), overlong, prefixes[0])
     kept = targets[~targets["id"].isin(dropped)]
     expl, _ = encode(tokenizer, list(kept["explain_source"]), list(kept["explanation"]), [0] * len(kept),
-                     max_source, max_target, list(kept["id"]))
+                     max_source, max_target, list(kept["id"]), keep_prefix=prefixes[1])
     return {"pred_input_ids": pred["input_ids"], "pred_labels": pred["labels"], "expl_input_ids": expl["input_ids"],
             "expl_labels": expl["labels"],
             "length": [a + b for a, b in zip(pred["length"], expl["length"], strict=True)]}, dropped
@@ -91,7 +92,7 @@ class MultitaskTrainerMixin:
     """Put before a `transformers.Trainer` subclass: its loss becomes `multitask_loss` over `PairCollator`
     batches (``multitask``: the ablation's resolved parameters). Each logged step also reports the mean of each
     term since the last log (``loss_predict``, ``loss_explain``, ``loss_aux``, unweighted); `term_means` gives
-    them over the whole run."""
+    them over the batches this process trained (after a resume: since the resume)."""
 
     def __init__(self, *args, multitask: dict, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -121,6 +122,10 @@ class MultitaskTrainerMixin:
     def _track_num_input_tokens(self, inputs) -> None:  # both tasks' tokens: the batch has no top-level input_ids
         for task in TASKS:
             super()._track_num_input_tokens(inputs[task])
+
+    def floating_point_ops(self, inputs) -> int:  # the Trainer's total_flos, over both tasks
+        flops = super().floating_point_ops
+        return sum(flops(inputs[task]) for task in TASKS)
 
     def term_means(self) -> dict[str, float]:
         """Each term's mean over this process's training batches (unweighted)."""

@@ -90,6 +90,14 @@ REPORTS.register("mi_table1")(ReportKind(
          "multitask with aux none; DSS+MI = multitask with aux mi_paper (the authors' code), mi (corrected)."))
 
 
+REPORTS.register("mi_figure2")(ReportKind(
+    "accuracy against the fraction of training data (MI Figures 2-3)", (), figure="sweep", sweep="train_fraction",
+    sweep_kind="multitask", paper="mi",
+    note="One line per auxiliary loss (DSS = aux none); each fraction's examples are a seeded subset of the next "
+         "larger fraction's. The paper's claim, DSS+MI above DSS at every fraction, is read from the paired tests "
+         "of each DSS+MI point against the DSS point of its fraction (list both in compare_to)."))
+
+
 def matches(spec: dict, selector: Selector) -> bool:
     """Whether an ablation's resolved spec satisfies a selector."""
     for key, want in selector.items():

@@ -46,8 +46,7 @@ _PATH = re.compile(r"eval/(?P<dataset>[^/]+)/(?P<teacher>[^/]+)/(?P<student>[^/]
 def published(paper: str = "mysteries") -> pd.DataFrame:
     """A paper's published numbers (a CSV under ``resources/published``)."""
     text = importlib.resources.files("cotdistill").joinpath(f"resources/published/{paper}.csv").read_text()
-    pub = pd.read_csv(StringIO(text), comment="#", dtype=str)
-    return pub.assign(accuracy=pub["accuracy"].astype(float))
+    return pd.read_csv(StringIO(text), comment="#", dtype={"position": str})
 
 
 PUBLISHED_KEYS = ("table", "ablation_kind", "student", "dataset", "accuracy")  # other columns: ablation parameters
@@ -64,7 +63,7 @@ def published_accuracy(pub: pd.DataFrame, spec: dict, student: str | None, datas
         return None
     hit = pub[(pub.ablation_kind == spec["kind"]) & (pub.student == student) & (pub.dataset == dataset)]
     for param in (c for c in pub.columns if c not in PUBLISHED_KEYS):
-        hit = hit[hit[param].isna() | (hit[param] == str(spec.get(param)))]
+        hit = hit[hit[param].isna() | (hit[param].astype(str) == str(spec.get(param)))]
     return float(hit["accuracy"].iloc[0]) if len(hit) else None
 
 
@@ -146,7 +145,8 @@ def summarise(evals: pd.DataFrame, items: pd.DataFrame, config: dict, paper: str
                     "unparsed": int(g["unparsed"].sum()), "collapsed": bool(g["collapsed"].any()),
                     "top_prediction": worst["top_prediction"], "top_share": 100 * float(worst["top_share"]),
                     "top_seed": int(worst["seed"]),
-                    **{f"cal_{k}": float(g[f"cal_{k}"].mean()) for k in CALIBRATION_KEYS},
+                    **{f"cal_{k}": float(g[f"cal_{k}"].mean(skipna=False))  # NaN unless every seed has it
+                       for k in CALIBRATION_KEYS},
                     "published": published_accuracy(pub, config["ablations"][ab], config["students"].get(st),
                                                     config["datasets"].get(ds))})
     return pd.DataFrame(out)
@@ -377,7 +377,8 @@ def write_table(summary: pd.DataFrame, tests: pd.DataFrame, claim_rows: list[dic
               "'paper' is what the paper found.", ""]
     lines += [f"- {c['student']} on {c['dataset']}: {c['claim']}: **{c['verdict']}** (paper: {c['paper']}"
               f"{'' if c['agrees'] else '; differs'}) ({c['detail']})" for c in claim_rows] or [
-        f"- not checkable: no claim of this report ({'; '.join(c.text for c in kind.claims)}) has all its ablations"]
+        f"- not checkable: no claim of this report ({'; '.join(c.text for c in kind.claims)}) has all its ablations"
+        if kind.claims else "- this report kind checks no claim itself (see the note and the paired tests)"]
     if kind.note:
         lines += ["", f"Note: {kind.note}"]
     lines += extra or []

@@ -51,7 +51,8 @@ def build_targets(data: pd.DataFrame, rationales: pd.DataFrame | None, ablation:
     example gets the same perturbation whatever the row order, the other rows or the ablation's name. The
     vocabulary of `random_words` is every word of the kept rationales, sorted. A multi-task ablation's rows put
     its predict prefix before the source and carry the explain task (`EXPLAIN_COLUMNS`: prefixed source and the
-    rationale as its target).
+    rationale as its target). A kind with a ``train_fraction`` parameter keeps the examples whose draw from
+    (seed, example id) falls under it, so a smaller fraction's examples are a subset of a larger one's.
     """
     abl = ablations.get(spec, ablation)
     resolved = ablations.resolve(spec, ablation)
@@ -67,7 +68,10 @@ def build_targets(data: pd.DataFrame, rationales: pd.DataFrame | None, ablation:
     if missing:
         raise ValueError(f"ablation {ablation!r} (kind {spec['kind']!r}) needs {', '.join(missing)}")
     rows = []
+    fraction = params.get("train_fraction", 1.0)
     for row in data.to_dict("records"):
+        if fraction < 1.0 and ablations.keyed_rng(seed, "train_fraction", str(row["id"])).random() >= fraction:
+            continue  # one uniform draw per example: the subsets of a fraction sweep are nested
         label = label_string(row, label_format)
         rng = ablations.example_rng(seed, resolved, row["id"])
         target = abl.build(row, row.get("rationale"), label, params, rng, res)

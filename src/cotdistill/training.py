@@ -54,10 +54,12 @@ class OverlongTargetError(ValueError):
 
 
 def encode(tokenizer, sources: list[str], targets: list[str], marker_ends: list[int], max_source: int,
-           max_target: int, ids: list[str] | None = None, overlong: str = "error") -> tuple[dict, list[str]]:
+           max_target: int, ids: list[str] | None = None, overlong: str = "error",
+           keep_prefix: str = "") -> tuple[dict, list[str]]:
     """input_ids = source + " " + target + eos, labels masked (-100) over the source; returns (encoded, dropped).
 
-    A source longer than `max_source` keeps its end (the part next to the answer). A target is cut at
+    A source longer than `max_source` keeps its end (the part next to the answer), and its start where every source
+    begins with `keep_prefix` (a multi-task prefix: the tokens the prefix takes alone). A target is cut at
     `max_target` tokens only after its closing marker (`marker_ends`: character offsets just past it): a target
     whose label would be cut raises OverlongTargetError naming its id, or with ``overlong="drop"`` is left out
     and its id returned in `dropped`.
@@ -67,8 +69,12 @@ def encode(tokenizer, sources: list[str], targets: list[str], marker_ends: list[
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     ids = list(ids) if ids is not None else [str(i) for i in range(len(sources))]
     input_ids, labels, dropped = [], [], []
+    head = len(tokenizer(keep_prefix, add_special_tokens=True)["input_ids"]) if keep_prefix else 0
     for rid, src, tgt, end in zip(ids, sources, targets, marker_ends, strict=True):
-        s = tokenizer(src, add_special_tokens=True)["input_ids"][-max_source:]
+        if not src.startswith(keep_prefix):
+            raise ValueError(f"source of row id {rid!r} does not start with the task prefix {keep_prefix!r}")
+        s = tokenizer(src, add_special_tokens=True)["input_ids"]
+        s = s[:head] + s[len(s) - (max_source - head):] if len(s) > max_source else s
         t = tokenizer(" " + tgt, add_special_tokens=False)["input_ids"] + eos
         if len(t) > max_target:
             need = len(tokenizer(" " + tgt[:end], add_special_tokens=False)["input_ids"])
@@ -272,7 +278,7 @@ def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str | Path, set
             raise ValueError(f"{targets_path}: multi-task training needs the explain task's columns {missing}; "
                              f"build the targets with a multi-task ablation")
         encoded, dropped = encode_pairs(tok, train_df, int(s["max_source_tokens"]), int(s["max_target_tokens"]),
-                                        s["overlong"])
+                                        s["overlong"], (multitask["predict_prefix"], multitask["explain_prefix"]))
     else:
         encoded, dropped = encode(tok, list(train_df["source"]), list(train_df["target"]), marker_ends(train_df),
                                   int(s["max_source_tokens"]), int(s["max_target_tokens"]), list(train_df["id"]),
