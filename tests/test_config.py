@@ -242,3 +242,18 @@ def test_multitask_loss_goes_to_its_finetune_and_its_prefix_to_its_evaluation():
     assert cfg.evaluation_params(c, "dss_mi") == {"label_first": True, "max_new_tokens": None, "precision": "auto",
                                                   "prefix": "[P] "}
     assert cfg.targets_params(c, "dss_mi")["columns"][-2:] == ["explain_source", "explanation"]
+
+
+def test_overlap_only_ablations_feed_the_overlap_without_models():
+    c = copy.deepcopy(BASE)
+    c["ablations"].update(ig={"kind": "ig_topk", "student": next(iter(c["students"]))},
+                          hw={"kind": "human_words", "path": "data/cos-e"})
+    c["experiments"]["table1"].update(report="table3", ablations=["none", "cot_after", "ig"], overlap_only=["hw"])
+    c["experiments"]["table1"].pop("lens", None)
+    check(c, SCHEMA)
+    inputs = cfg.report_inputs(c, "table1")
+    assert [t.split("/")[-2] for t in inputs["targets"]] == ["ig", "hw"]
+    assert not any("/hw/" in e for e in inputs["evals"]) and "hw" in cfg.report_params(c, "table1")["ablations"]
+    c["experiments"]["table1"]["overlap_only"] = ["cot_after"]
+    with pytest.raises(ConfigError, match=r"overlap_only\[0\]': 'cot_after' must be an ablation of kind human_words"):
+        check(c, SCHEMA)

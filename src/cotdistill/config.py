@@ -122,7 +122,7 @@ def expand(config: dict) -> dict:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     for exp in (config.get("experiments") or {}).values():
-        for key in ("ablations", "compare_to"):
+        for key in ("ablations", "compare_to", "overlap_only"):
             if isinstance(exp, dict) and isinstance(exp.get(key), list):
                 exp[key] = [n for a in exp[key] for n in sweeps.get(a, [a])]
     return config
@@ -215,6 +215,13 @@ def check(config: dict, schema_path: str | Path) -> None:
                 _choice(item, choices, f"experiments.{name}.{key}[{i}]", section if key != "compare_to"
                         else "ablation of this experiment")
         _choice(exp.get("report", "table1"), REPORTS.names(), f"experiments.{name}.report", "report kind")
+        for i, item in enumerate(exp.get("overlap_only", [])):
+            _choice(item, list(config.get("ablations", {})), f"experiments.{name}.overlap_only[{i}]", "ablation")
+            if config["ablations"][item]["kind"] not in OVERLAP_KINDS or not REPORTS.get(exp.get("report",
+                                                                                              "table1")).overlap:
+                raise ConfigError(f"config key 'experiments.{name}.overlap_only[{i}]': {item!r} must be an ablation "
+                                  f"of kind {' or '.join(OVERLAP_KINDS)} in an experiment whose report shows the "
+                                  f"overlap (table3)")
         if "lens" in exp:
             _check_lens(config, name, exp)
         teacher = config["teachers"][exp["teacher"]]
@@ -486,11 +493,12 @@ OVERLAP_KINDS = ("human_words", "ig_topk")  # training targets a report with `ov
 
 def report_inputs(config: dict, experiment: str) -> dict[str, list[str]]:
     """Eval JSONs, predictions and test data; for a report kind with `overlap` (Table 3) also the training targets
-    of its human_words and ig_topk ablations."""
+    of its human_words and ig_topk ablations, trained or `overlap_only`."""
     e = config["experiments"][experiment]
     kind = REPORTS.get(e.get("report", "table1"))
     targets = [f"results/targets/{ds}/{e['teacher']}/{a}/train.parquet" for ds in e["datasets"]
-               for a in e.get("ablations", []) if kind.overlap and ablation_spec(config, a)["kind"] in OVERLAP_KINDS]
+               for a in e.get("ablations", []) + e.get("overlap_only", [])
+               if kind.overlap and ablation_spec(config, a)["kind"] in OVERLAP_KINDS]
     return {"evals": eval_targets(config, experiment),
             "predictions": eval_targets(config, experiment, ".predictions.parquet"),
             "data": [f"results/data/{ds}/test.parquet" for ds in e["datasets"]], "targets": targets}
@@ -499,7 +507,7 @@ def report_inputs(config: dict, experiment: str) -> dict[str, list[str]]:
 def report_params(config: dict, experiment: str) -> dict:
     """What a report reads from the config: its kind, table names, ablation specs and the comparisons to make."""
     e = config["experiments"][experiment]
-    specs = {a: ablation_spec(config, a) for a in e.get("ablations", [])}
+    specs = {a: ablation_spec(config, a) for a in e.get("ablations", []) + e.get("overlap_only", [])}
     kinds = {a: spec["kind"] for a, spec in specs.items()}
     compare = e["compare_to"] if "compare_to" in e else [next(a for a in e.get("ablations", []) if kinds[a] == kind)
                                                          for kind in ("none", "cot_after") if kind in kinds.values()]

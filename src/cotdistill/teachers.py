@@ -88,11 +88,13 @@ def dss_cqa(text: str) -> tuple[str, str | None]:
 @PARSERS.register("dss_svamp")
 def dss_svamp(text: str) -> tuple[str, str | None]:
     """DSS PaLM SVAMP: "<rationale> The answer is (84 / 2)." then invented ``Q:`` questions; the label is the
-    parenthesised equation."""
+    parenthesised equation (none when the answer is a bare number: the policy then drops or retries the row)."""
     head = re.split(r"\n\s*Q:", text, maxsplit=1)[0].strip()
     rationale, sep, answer = head.partition("The answer is")
-    m = re.search(r"\(.*\)", answer) if sep else None
-    return (rationale.strip(), m.group(0)) if sep else (head, None)
+    if not sep:
+        return head, None
+    m = re.search(r"\(.*\)", answer)
+    return rationale.strip(), (m.group(0) if m else None)
 
 
 @PARSERS.register("dss_esnli")
