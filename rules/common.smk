@@ -48,7 +48,7 @@ def student_params(wildcards):
 
 
 def targets_params(wildcards):
-    return cfg.targets_params(config, wildcards.ablation)
+    return cfg.targets_params(config, wildcards.ablation, wildcards.teacher)
 
 
 def targets_inputs(wildcards):

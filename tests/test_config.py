@@ -257,3 +257,13 @@ def test_overlap_only_ablations_feed_the_overlap_without_models():
     c["experiments"]["table1"]["overlap_only"] = ["cot_after"]
     with pytest.raises(ConfigError, match=r"overlap_only\[0\]': 'cot_after' must be an ablation of kind human_words"):
         check(c, SCHEMA)
+
+
+def test_teacher_labels_decide_targets_not_rationales():
+    c = copy.deepcopy(BASE)
+    before = (cfg.teacher_params(c, "palm540b", "csqa"), cfg.targets_params(c, "cot_after", "palm540b"))
+    assert "labels" not in before[1]
+    c["teachers"]["palm540b"].update(labels="teacher", policy="keep")
+    check(c, SCHEMA)
+    assert cfg.targets_params(c, "cot_after", "palm540b") == {**before[1], "labels": "teacher"}
+    assert "labels" not in cfg.teacher_params(c, "palm540b", "csqa")

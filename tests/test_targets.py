@@ -119,3 +119,22 @@ def test_training_fractions_keep_nested_seeded_subsets():
     reversed_rows = build_targets(pd.DataFrame(rows[::-1]), rat, "d", {"kind": "multitask", "train_fraction": 0.25},
                                   "letter", seed=0)
     assert set(reversed_rows["id"]) == kept[0.25]  # per example, not per stream
+
+
+def test_teacher_labels_replace_gold_in_training_targets(tmp_path):
+    from cotdistill.io import read_parquet, write_parquet
+    from cotdistill.targets import build_target_file
+
+    rows = [{**ROW, "id": f"q{i}", "source_index": i, "source_fields": "{}"} for i in range(3)]
+    rat = pd.DataFrame({"id": ["q0", "q1", "q2"], "rationale": ["Cold.", "Hot.", "Odd."],
+                        "label": ["B", "a", None]})  # agrees, disagrees, unparsed
+    write_parquet(pd.DataFrame(rows), tmp_path / "d.parquet")
+    write_parquet(rat, tmp_path / "r.parquet")
+    for labels, fmt in (("teacher", "text"), ("gold", "text")):
+        build_target_file(str(tmp_path / "d.parquet"), str(tmp_path / "r.parquet"), "cot_after",
+                          {"kind": "cot_after"}, fmt, 0, str(tmp_path / f"{labels}.parquet"), labels=labels)
+    teacher = read_parquet(str(tmp_path / "teacher.parquet")).set_index("id")
+    gold = read_parquet(str(tmp_path / "gold.parquet")).set_index("id")
+    assert list(teacher.index) == ["q0", "q1"] and list(gold.index) == ["q0", "q1", "q2"]
+    assert teacher.loc["q0", "label"] == "fridge" and teacher.loc["q1", "label"] == "oven"
+    assert teacher.loc["q1", "target"] == f"{MARK} oven {MARK} Hot." and gold.loc["q1", "label"] == "fridge"

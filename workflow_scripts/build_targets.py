@@ -14,4 +14,5 @@ targets.build_target_file(
     attribution=snakemake.input.get("attribution"),
     human_words=snakemake.input.get("human_words"),
     vectors=snakemake.input.get("vectors"),
+    labels=snakemake.params.targets.get("labels", "gold"),
 )

@@ -285,7 +285,7 @@ def teacher_params(config: dict, teacher: str, dataset: str) -> dict:
     """What decides one dataset's rationales: the teacher's whole spec (so a new option counts by default) minus
     bookkeeping keys, with `paths` and `parsers` reduced to this dataset's entries."""
     spec = teacher_spec(config, teacher)
-    out = {k: v for k, v in spec.items() if k not in defaults.TEACHER_BOOKKEEPING}
+    out = {k: v for k, v in spec.items() if k not in defaults.TEACHER_BOOKKEEPING and k != "labels"}  # targets only
     if spec["backend"] != "precomputed":
         out["decoding"] = {**DEFAULT_DECODING, **spec.get("decoding", {})}
     if spec["policy"] != "retry":  # no retry runs: its settings decide nothing
@@ -335,13 +335,17 @@ def ablation_spec(config: dict, name: str) -> dict:
     return canonical(resolve(_named(config, "ablations", name), name))
 
 
-def targets_params(config: dict, ablation: str) -> dict:
-    """What decides a targets file: the ablation's identity, the label format, the seed and the file's columns
-    (so results written by an older layout are rebuilt, not read)."""
+def targets_params(config: dict, ablation: str, teacher: str | None = None) -> dict:
+    """What decides a targets file: the ablation's identity, the label format, the seed, the file's columns (so
+    results written by an older layout are rebuilt, not read) and, for a teacher whose labels students train on,
+    ``labels: teacher`` (absent for gold labels, so other targets' params stay as they were)."""
     spec = ablation_spec(config, ablation)
     columns = TARGET_COLUMNS + (EXPLAIN_COLUMNS if ABLATIONS.get(spec["kind"]).multitask else [])
-    return {"spec": spec, "label_format": config["targets"]["label_format"], "seed": config.get("seed", 0),
-            "columns": columns}
+    out = {"spec": spec, "label_format": config["targets"]["label_format"], "seed": config.get("seed", 0),
+           "columns": columns}
+    if teacher is not None and teacher_spec(config, teacher).get("labels", "gold") == "teacher":
+        out["labels"] = "teacher"
+    return out
 
 
 ATTRIBUTION_METHODS = ABLATIONS.get("ig_topk").params["method"].choices  # the attribution rule's method wildcard

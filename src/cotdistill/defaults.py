@@ -29,9 +29,10 @@ ATTRIBUTION: dict[str, Any] = {"batch_size": 4, "internal_batch_size": None}
 # the policy; below it (or at 0 rows) the rationales job fails instead of handing a near-empty file downstream.
 TEACHER: dict[str, Any] = {"chat": False, "policy": "drop", "retries": 0, "batch_size": 8, "min_kept": 0.2}
 # Cannot change a completion: kept out of the completion cache's key and of the rule's params. `policy` and
-# `retries` decide which attempts run, not what an attempt generates, so they are out of the cache key only.
+# `retries` decide which attempts run, not what an attempt generates, so they are out of the cache key only;
+# `labels` (gold or the teacher's, for the students) decides targets only (`config.targets_params`).
 TEACHER_BOOKKEEPING = ("batch_size", "gpus", "splits", "min_kept")
-TEACHER_NOT_IN_CACHE_KEY = TEACHER_BOOKKEEPING + ("policy", "retries")
+TEACHER_NOT_IN_CACHE_KEY = TEACHER_BOOKKEEPING + ("policy", "retries", "labels")
 
 # Dataset entries: `overlap` decides what happens when two splits share items (README, "Datasets").
 DATASET: dict[str, Any] = {"splits": ["train", "test"], "overlap": "error"}

@@ -43,6 +43,33 @@ def candidate_labels(row: dict, label_format: str) -> list[str]:
     return [str(c[key]) for c in row["choices"]]
 
 
+def with_teacher_labels(data: pd.DataFrame, rationales: pd.DataFrame) -> pd.DataFrame:
+    """`data` relabelled with the teacher's parsed label (MI Table 3): rows whose teacher label names no choice
+    (or is no equation) are left out and counted in the log. The test split keeps its gold labels."""
+    from .evaluation import canonical, equation_class, normalise
+
+    merged = data.merge(rationales[["id", "label"]].rename(columns={"label": "teacher_label"}), on="id", how="inner")
+    rows = []
+    for row in merged.to_dict("records"):
+        lab = row.pop("teacher_label")
+        if lab is None or (isinstance(lab, float) and pd.isna(lab)):
+            continue
+        if row["task"] == "math":
+            if equation_class(str(lab)) != "<invalid>":
+                rows.append({**row, "answer_label": str(lab)})
+            continue
+        letter = next((c for c in (canonical(str(lab), row, f) for f in LABEL_FORMATS) if c not in (None,
+                                                                                                 "<invalid>")), None)
+        if letter is None:
+            continue
+        choice = next(c for c in row["choices"] if normalise(c["label"]) == letter)
+        rows.append({**row, "answer_label": choice["label"], "answer_text": choice.get("text", row.get("answer_text"))})
+    out = pd.DataFrame(rows, columns=data.columns)
+    changed = int((out.set_index("id")["answer_label"] != data.set_index("id").loc[out["id"], "answer_label"]).sum())
+    log.info("teacher labels: %d of %d rows kept, %d of them differ from gold", len(out), len(merged), changed)
+    return out
+
+
 def build_targets(data: pd.DataFrame, rationales: pd.DataFrame | None, ablation: str, spec: dict,
                   label_format: str, seed: int, resources: ablations.Resources | None = None) -> pd.DataFrame:
     """One target row per example that has a kept rationale (all examples when the ablation needs none).
@@ -111,9 +138,12 @@ def load_resources(spec: dict, attribution: str | None = None, human_words: str 
 
 def build_target_file(data: str, rationales: str | None, ablation: str, spec: dict, label_format: str, seed: int,
                       out: str, attribution: str | None = None, human_words: str | list[str] | None = None,
-                      vectors: str | None = None) -> None:
-    """`build_targets` from and to Parquet, as the `targets` rule runs it; fails when an ablation that appends
-    words after the label appended nothing to any example."""
+                      vectors: str | None = None, labels: str = "gold") -> None:
+    """`build_targets` from and to Parquet, as the `targets` rule runs it (``labels: teacher``: on the teacher's
+    labels, `with_teacher_labels`); fails when an ablation that appends words after the label appended nothing to
+    any example."""
+    if labels not in ("gold", "teacher"):
+        raise ValueError(f"teacher labels setting is {labels!r}; valid choices: gold, teacher")
     df = io.read_parquet(data, required=COMMON_COLUMNS)
     rat = io.read_parquet(rationales, required=["id", "rationale"]) if rationales else None
     if rat is not None:
@@ -121,6 +151,10 @@ def build_target_file(data: str, rationales: str | None, ablation: str, spec: di
         if len(stray):
             raise ValueError(f"{rationales}: {len(stray)} rationale ids are not in {data} (e.g. {list(stray[:3])}): "
                              f"files do not align")
+    if labels == "teacher":
+        if rat is None:
+            raise ValueError(f"ablation {ablation!r}: teacher labels need the teacher's rationales file")
+        df = with_teacher_labels(df, io.read_parquet(rationales, required=["id", "label"]))
     res = load_resources(spec, attribution, human_words, vectors)
     out_df = build_targets(df, rat, ablation, spec, label_format, seed, res)
     if out_df.empty:
