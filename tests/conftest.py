@@ -58,7 +58,8 @@ def workdir(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def marker_model(tmp_path_factory) -> Path:
     """A tiny GPT-2 fine-tuned (100 steps, the project's Trainer path) until it answers
-    `[FIN_LABEL] X [FIN_LABEL] because ...`: a model for which stopping at the marker actually cuts text."""
+    `[FIN_LABEL] X [FIN_LABEL] because ...`: a model for which stopping at the marker actually cuts text. fp32:
+    in bf16 (chosen by precision auto on CPUs with AMX) 100 steps left one of eight test rows without its label."""
     import pandas as pd
 
     from cotdistill.datasets import load_split
@@ -74,5 +75,5 @@ def marker_model(tmp_path_factory) -> Path:
     write_parquet(build_targets(data, rat, "cot_after", {"kind": "cot_after"}, "letter", 0), tmp / "targets.parquet")
     finetune({"source": "local", "path": str(base)}, str(tmp / "targets.parquet"), str(tmp / "model"),
              str(tmp / "ckpt"), {"lr": 4e-3, "batch_size": 8, "max_steps": 100, "eval_every": 10**6,
-                                 "validation_size": 8, "logging_steps": 50}, seed=0, label_first=True, threads=2)
+                                 "validation_size": 8, "logging_steps": 50, "precision": "fp32"}, seed=0, label_first=True, threads=2)
     return tmp / "model"

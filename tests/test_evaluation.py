@@ -94,7 +94,7 @@ def test_greedy_drops_finished_rows_and_matches_generate(tiny_gpt2):
     assert [len(g) for g in out] == [3, 12, 7]
     assert all(out[r] == ref[r][:len(out[r])] for r in range(3))
     assert len(calls) == 3 + 12 + 7  # a finished row is never asked again
-    # a draft only row 0 would produce is refused for the whole batch: the output is greedy's
+    # a draft only row 0 would produce is taken by row 0 alone: the output is greedy's
     assert len({tuple(r[:4]) for r in ref}) > 1
     assert greedy(model, enc["input_ids"], enc["attention_mask"], 12, lambda g: False, ref[0][:4]) == ref
 
@@ -172,8 +172,8 @@ def test_evaluation_loads_weights_in_the_precision_chosen(marker_model, tmp_path
 
 
 def test_a_draft_changes_nothing_whether_taken_or_refused(marker_model):
-    """The opening marker as a draft is verified, not assumed: taken where greedy decoding would produce it, refused
-    (cache cut back) where it would not; the text is the same either way."""
+    """The opening marker as a draft is verified, not assumed: each row takes the part greedy decoding would produce
+    and the rest leaves attention; the text is the same either way."""
     from cotdistill.evaluation import greedy, target_prefix_ids
 
     tok, model = load_model(marker_model)
@@ -190,16 +190,51 @@ def test_a_draft_changes_nothing_whether_taken_or_refused(marker_model):
     assert all(row[:len(marker)] == marker for row in out)
     assert len(passes) == 30 - len(marker)  # taken: the marker and the token after it came from the first pass
     assert calls.count(1) == 4 and all(len(row) == 30 for row in out)  # every token still passes `finished`
-    # a draft every row follows but for its last token is refused as a whole
+    # a draft every row follows but for its last token: the rows keep the marker and greedy's own next token
     wrong_end = out[0][:len(marker) + 1]
     wrong_end[-1] += 1
     passes.clear()
     assert greedy(model, enc["input_ids"], enc["attention_mask"], 30, lambda g: False, wrong_end) == out
-    assert len(passes) == 30
+    assert len(passes) == 30 - len(marker)
     # rows that finish inside a taken draft stop there
     passes.clear()
     short = greedy(model, enc["input_ids"], enc["attention_mask"], 30, lambda g: len(g) >= 3, marker)
     assert short == [marker[:3]] * 4 and len(passes) == 1
+
+
+def test_candidate_drafts_answer_in_two_passes_with_the_same_text(marker_model):
+    """Label-first decoding offered each item's candidate labels: a row that has started a candidate gets the rest
+    of it verified in one pass. The text equals plain greedy decoding's, a wrong candidate costs nothing but its
+    pass, and a batch whose rows all write a candidate is done in two forward passes."""
+    from cotdistill.evaluation import greedy, target_prefix_ids
+
+    tok, model = load_model(marker_model)
+    rows = csqa_test(8).to_dict("records")
+    sources = [format_source(r) for r in rows]
+    letters = [[c["label"] for c in r["choices"]] for r in rows]
+    plain = generate(model, tok, sources, 30, batch_size=4)
+    assert all(t.count("[FIN_LABEL]") == 2 for t in plain)  # the model closes its label: drafts can be taken
+    passes = []
+    hook = model.register_forward_pre_hook(lambda module, args: passes.append(1))
+    drafted = generate(model, tok, sources, 30, batch_size=4, draft="[FIN_LABEL]", candidates=letters)
+    assert drafted == plain and len(passes) == 2 * 2  # two batches, two passes each
+    # candidates that start as the model's labels but go on otherwise ("B extra"): offered, rejected after the
+    # letter, text unchanged, and the rows decode on past the rejected tokens
+    passes.clear()
+    assert generate(model, tok, sources, 30, batch_size=4, draft="[FIN_LABEL]",
+                    candidates=[[f"{x} extra words" for x in ls] for ls in letters]) == plain
+    assert len(passes) > 2 * 2
+    hook.remove()
+    # a proposal whose middle is wrong: the row keeps the matching part and greedy's own next token
+    marker = target_prefix_ids(tok, "[FIN_LABEL]")
+    enc = tok(sources[:4], return_tensors="pt", padding=True)
+    ref = greedy(model, enc["input_ids"], enc["attention_mask"], 30, lambda g: False, marker)
+
+    def bent(row: int, gen: list[int]) -> list[int]:
+        rest = ref[row][len(gen):len(gen) + 4]
+        return rest[:2] + [(rest[2] + 1) % model.config.vocab_size] + rest[3:] if len(rest) == 4 else rest
+
+    assert greedy(model, enc["input_ids"], enc["attention_mask"], 30, lambda g: False, marker, bent) == ref
 
 
 def test_continuation_scores_equal_full_sequence_log_probs(tiny_gpt2):
@@ -216,7 +251,7 @@ def test_continuation_scores_equal_full_sequence_log_probs(tiny_gpt2):
              ["it is cold [FIN_LABEL] no [FIN_LABEL]", "it is cold [FIN_LABEL] yes [FIN_LABEL]"],
              ["[FIN_LABEL] ( 3.0 + 4.0 ) [FIN_LABEL]", "[FIN_LABEL] ( 3.0 * 4.0 ) [FIN_LABEL]",
               "[FIN_LABEL] ( 4.0 - 3.0 ) [FIN_LABEL]", "[FIN_LABEL] ( 3.0 / 4.0 ) [FIN_LABEL]"]]
-    got = continuation_log_probs(model, tok, sources, conts, batch_size=2, max_rows=5)
+    got = continuation_log_probs(model, tok, sources, conts, batch_size=2, max_tokens=12)
     for src, cs, scores in zip(sources, conts, got, strict=True):
         assert len(scores) == len(cs)
         for c, value in zip(cs, scores, strict=True):

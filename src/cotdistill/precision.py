@@ -47,10 +47,13 @@ def _matmul_peak(dtype: torch.dtype, n: int, reps: int, threads: int) -> float:
     return 2 * n ** 3 * reps / best
 
 
-def use_bf16(precision: str, key: str = "training.precision") -> bool:
+def use_bf16(precision: str, key: str = "training.precision", reproducible: bool = False) -> bool:
     """Whether to compute in bf16: ``auto`` takes bf16 on GPUs that support it, and on CPUs only where a measured
     bf16 matmul beats fp32 by `BF16_MARGIN` (without native bf16 it is emulated and slower). `key` names the
-    config key in errors."""
+    config key in errors. `reproducible` (evaluation): on a CPU ``auto`` keeps fp32, because bf16 inference there
+    was not reproducible between processes (on an AMX Xeon, 1 of 6 identical evaluations of SmolLM2-135M in bf16
+    wrote a different rationale for 2 of 200 items, and confidences moved by up to 0.08 with their batch
+    companions; three fp32 runs were identical), at 1.5x the bf16 time; ``bf16`` still forces it."""
     if precision == "fp32":
         return False
     gpu = torch.cuda.is_available()
@@ -61,6 +64,9 @@ def use_bf16(precision: str, key: str = "training.precision") -> bool:
         return True
     if gpu or not available:
         return available
+    if reproducible:
+        log.info("precision auto: fp32 on a CPU, whose bf16 inference is not reproducible between processes")
+        return False
     faster = matmul_peak(torch.bfloat16) / matmul_peak(torch.float32)
     log.info("precision auto: bf16 matmul at %.2fx the fp32 rate on this CPU -> %s", faster,
              "bf16" if faster >= BF16_MARGIN else "fp32")
