@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from . import io
 from .ablations import IG_PARAMS, MARK, wrap_label
+from .models import load_causal_student
 from .targets import TARGET_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -109,14 +110,14 @@ def attribute_files(model_dir: str, targets: str, method: str, n_steps: int, out
                     threads: int = 1) -> dict:
     """`attribute` as the `attribution` rule runs it: the CoT-before model on its own training targets, with the
     source cut as its fine-tune cut it (`max_source`), on the GPU when there is one."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     torch.set_num_threads(threads)
     df = io.read_parquet(targets, required=TARGET_COLUMNS)
     if df.empty:
         raise ValueError(f"{targets}: no targets to attribute")
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = load_causal_student(model_dir, "attribution")
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
     scores = attribute(model, tok, df.to_dict("records"), method, n_steps, batch_size, internal_batch_size,

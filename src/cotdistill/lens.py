@@ -28,6 +28,7 @@ from tuned_lens.nn import LogitLens, TunedLens, TunedLensConfig, Unembed
 
 from . import io, lenskinds
 from .ablations import UNK, keyed_rng
+from .models import load_causal_student
 from .targets import TARGET_COLUMNS
 from .training import Collator, encode, marker_ends
 
@@ -247,7 +248,7 @@ def lens_files(model_dir: str, targets: str, params: dict, out_dir: str, seed: i
     """The `lens` rule: train a tuned lens (`params`: resolved, as `config.lens_params` gives them) for the model
     in `model_dir` on its training targets and save it in tuned-lens's own format (``params.pt``,
     ``config.json``) plus ``train.json`` (the loss log)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     torch.set_num_threads(threads)
     if not lenskinds.LENSES.get(params["kind"]).trains:
@@ -257,7 +258,7 @@ def lens_files(model_dir: str, targets: str, params: dict, out_dir: str, seed: i
         raise ValueError(f"{targets}: targets hold the filler placeholder {UNK!r}; lenses are trained only for "
                          f"models whose targets are text as they saw it (no filler ablations)")
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = load_causal_student(model_dir, "the tuned lens")
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     lens, summary = train_lens(model, tok, df, params, seed, max_source, max_target)
     with io.atomic_dir(out_dir) as tmp:

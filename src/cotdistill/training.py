@@ -1,6 +1,8 @@
-"""Fine-tuning a causal student on target files with the transformers `Trainer`.
+"""Fine-tuning a student on target files with the transformers `Trainer`.
 
-Loss falls on target tokens only (logits are computed only there, `Collator`); batches are padded dynamically and
+One path for decoder-only students (the target follows the source in one sequence) and encoder-decoder students
+(T5: the encoder reads the source, the decoder writes the target), chosen by the model's config. Loss falls on
+target tokens only (a decoder-only student computes logits only there, `Collator`); batches are padded dynamically and
 grouped by length; validation accuracy is measured by greedy generation (the same code as the evaluate stage) every
 ``eval_every`` steps and drives early stopping (patience and threshold as in the Mysteries paper) and the choice of
 the best checkpoint.
@@ -35,7 +37,7 @@ from .ablations import MARK, fill, student_filler, wrap_label
 from .config import student_identity, training_identity
 from .defaults import TRAINING as DEFAULTS
 from .evaluation import extract_label, generate, label_budget, same_label
-from .models import pretrained_args
+from .models import load_student, pretrained_args, student_spec
 from .precision import use_bf16
 from .targets import EXPLAIN_COLUMNS, TARGET_COLUMNS
 
@@ -55,8 +57,9 @@ class OverlongTargetError(ValueError):
 
 def encode(tokenizer, sources: list[str], targets: list[str], marker_ends: list[int], max_source: int,
            max_target: int, ids: list[str] | None = None, overlong: str = "error",
-           keep_prefix: str = "") -> tuple[dict, list[str]]:
+           keep_prefix: str = "", encoder_decoder: bool = False) -> tuple[dict, list[str]]:
     """input_ids = source + " " + target + eos, labels masked (-100) over the source; returns (encoded, dropped).
+    With `encoder_decoder`, input_ids = the source and labels = " " + target + eos (the decoder's sequence).
 
     A source longer than `max_source` keeps its end (the part next to the answer), and its start where every source
     begins with `keep_prefix` (a multi-task prefix: the tokens the prefix takes alone). A target is cut at
@@ -87,9 +90,11 @@ def encode(tokenizer, sources: list[str], targets: list[str], marker_ends: list[
                 dropped.append(rid)
                 continue
             t = t[:max_target]
-        input_ids.append(s + t)
-        labels.append([-100] * len(s) + t)
-    return {"input_ids": input_ids, "labels": labels, "length": [len(x) for x in input_ids]}, dropped
+        input_ids.append(s if encoder_decoder else s + t)
+        labels.append(t if encoder_decoder else [-100] * len(s) + t)
+    return {"input_ids": input_ids, "labels": labels,
+            "length": [len(x) + (len(y) if encoder_decoder else 0) for x, y in zip(input_ids, labels, strict=True)]
+            }, dropped
 
 
 def validation_budget(tokenizer, targets: pd.DataFrame, max_target: int, margin: int = 2) -> int:
@@ -144,17 +149,43 @@ class Collator:
         return {**batch, "position_ids": (mask.cumsum(1) - 1).clamp(min=0), "logits_to_keep": span + 1}
 
 
+@dataclass
+class Seq2SeqCollator:
+    """An encoder-decoder batch: sources padded (attention mask), labels padded with -100, and the decoder's inputs
+    (labels shifted right after `start_id`), built here because the Trainer takes the labels out of the batch
+    before the forward pass when it computes the loss itself."""
+
+    pad_id: int
+    start_id: int
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        from torch.nn.utils.rnn import pad_sequence
+
+        def pad(key: str, value: int) -> torch.Tensor:
+            return pad_sequence([torch.tensor(f[key]) for f in features], batch_first=True, padding_value=value)
+
+        labels = pad("labels", -100)
+        shifted = torch.cat([labels.new_full((len(features), 1), self.start_id), labels[:, :-1]], 1)
+        mask = pad_sequence([torch.ones(len(f["input_ids"]), dtype=torch.long) for f in features], batch_first=True)
+        return {"input_ids": pad("input_ids", self.pad_id), "attention_mask": mask,
+                "decoder_input_ids": shifted.masked_fill(shifted == -100, self.pad_id),
+                "decoder_attention_mask": shifted.ne(-100).long(), "labels": labels}
+
+
 def target_positions(outputs, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits that predict a next token, the labels they predict): the kept logits, last one dropped, aligned with
-    the tail of `labels` (all positions but the first where logits cover every position)."""
+    """(logits that predict a target token, the labels they predict). Decoder-only: the kept logits, last one
+    dropped, aligned with the tail of `labels` (all positions but the first where logits cover every position).
+    Encoder-decoder (logits as long as the labels, `Seq2SeqCollator`): position i predicts label i."""
+    if outputs.logits.shape[1] == labels.shape[1] and getattr(outputs, "encoder_last_hidden_state", None) is not None:
+        return outputs.logits, labels
     logits = outputs.logits[:, :-1]
     return logits, labels[:, labels.shape[1] - logits.shape[1]:]
 
 
 def target_loss(outputs, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
     """The Trainer's ``compute_loss_func``: summed cross-entropy of the target tokens over the kept logits (the last
-    positions, `Collator`), over the target token count of the (accumulated) batch: the model's own causal-LM loss
-    without its logits over the prompt."""
+    positions, `Collator`; every decoder position of an encoder-decoder student), over the target token count of the
+    (accumulated) batch: the model's own loss without its logits over the prompt."""
     logits, tail = target_positions(outputs, labels)
     loss = F.cross_entropy(logits.float().flatten(0, 1), tail.flatten(), ignore_index=-100, reduction="sum")
     return loss / (num_items_in_batch if num_items_in_batch is not None else tail.ne(-100).sum())
@@ -249,7 +280,7 @@ def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str | Path, set
     this student's filler token into the targets.
     """
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallback, Trainer, TrainingArguments
+    from transformers import AutoTokenizer, EarlyStoppingCallback, Trainer, TrainingArguments
 
     s = {**DEFAULTS, **settings}
     world_size = int(os.environ.get("WORLD_SIZE", 1))
@@ -261,7 +292,12 @@ def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str | Path, set
     tok = AutoTokenizer.from_pretrained(name, **kwargs)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32, **kwargs)
+    model = load_student(name, **kwargs)
+    seq2seq = bool(model.config.is_encoder_decoder)
+    written = tok.decode(tok(" " + wrap_label("B"), add_special_tokens=False)["input_ids"])
+    if MARK not in written:  # such a student could never write a parseable label
+        raise ValueError(f"{name}: this tokenizer cannot write the label marker {MARK!r} (it reads "
+                         f"{wrap_label('B')!r} back as {written!r}); choose a student whose vocabulary covers it")
     targets = io.read_parquet(targets_path, required=TARGET_COLUMNS)
     filler_token = None
     if filler is not None:
@@ -278,11 +314,12 @@ def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str | Path, set
             raise ValueError(f"{targets_path}: multi-task training needs the explain task's columns {missing}; "
                              f"build the targets with a multi-task ablation")
         encoded, dropped = encode_pairs(tok, train_df, int(s["max_source_tokens"]), int(s["max_target_tokens"]),
-                                        s["overlong"], (multitask["predict_prefix"], multitask["explain_prefix"]))
+                                        s["overlong"], (multitask["predict_prefix"], multitask["explain_prefix"]),
+                                        seq2seq)
     else:
         encoded, dropped = encode(tok, list(train_df["source"]), list(train_df["target"]), marker_ends(train_df),
                                   int(s["max_source_tokens"]), int(s["max_target_tokens"]), list(train_df["id"]),
-                                  s["overlong"])
+                                  s["overlong"], encoder_decoder=seq2seq)
     if dropped:
         log.warning("left out %d of %d training targets whose label would be cut by max_target_tokens = %d "
                     "(training.overlong: drop), e.g. %s", len(dropped), len(train_df), s["max_target_tokens"],
@@ -294,10 +331,13 @@ def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str | Path, set
         tok, targets, int(s["max_target_tokens"]))
     bf16 = use_bf16(s["precision"])
     side = "left" if {"logits_to_keep", "position_ids"} <= set(inspect.signature(model.forward).parameters) else "right"
+    if s["pad_to_max"] and (multitask or seq2seq):
+        raise ValueError("training.pad_to_max (a benchmark baseline) is for single-task decoder-only training only")
     if multitask:
-        if s["pad_to_max"]:
-            raise ValueError("training.pad_to_max (a benchmark baseline) is not available for multi-task training")
-        collator = PairCollator(tok.pad_token_id, side=side)
+        collator = PairCollator(tok.pad_token_id, side=side,
+                                start_id=model.config.decoder_start_token_id if seq2seq else None)
+    elif seq2seq:
+        collator = Seq2SeqCollator(tok.pad_token_id, model.config.decoder_start_token_id)
     else:
         collator = Collator(tok.pad_token_id, int(s["max_source_tokens"]) + int(s["max_target_tokens"])
                             if s["pad_to_max"] else None, side)
@@ -415,8 +455,6 @@ def finetune_files(student: dict, converted: str | None, targets: str, out_dir: 
                    processes: int = 1, filler: str | None = None) -> dict:
     """`finetune` as the `finetune` rule runs it: in-process, or with `processes` > 1 (the rule's GPUs) as
     distributed data-parallel training, one torchrun process per GPU (gloo on CPU)."""
-    from .models import student_spec
-
     torch.set_num_threads(threads)  # before the precision is timed: with the threads training will use
     kwargs = {"model_spec": student_spec(student, converted), "targets_path": targets, "out_dir": out_dir,
               "ckpt_dir": ckpt_dir, "settings": resolved_precision(settings),  # decided once for every process
