@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .datasets import eval_equation
+from .stats import bin_index
 from .targets import candidate_labels, label_string
 
 MAX_NUMBERS = 6  # SVAMP candidates: numbers of a problem taken into the one-operation equations
@@ -33,7 +34,7 @@ def reliability(confidence, correct, bins: int = 10) -> pd.DataFrame:
     """One row per non-empty bin: its range, count, mean confidence and accuracy (the reliability diagram)."""
     conf, hit = _arrays(confidence, correct)
     edges = np.linspace(0.0, 1.0, bins + 1)
-    index = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, bins - 1)
+    index = bin_index(conf, bins)
     rows = [{"low": edges[b], "high": edges[b + 1], "count": int((index == b).sum()),
              "confidence": float(conf[index == b].mean()), "accuracy": float(hit[index == b].mean())}
             for b in range(bins) if (index == b).any()]

@@ -19,11 +19,13 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import ablations, calibration, io
 from .datasets import COMMON_COLUMNS, eval_equation
 from .defaults import EVALUATION
+from .models import load_student
 from .precision import use_bf16
 from .stats import wilson
 from .targets import candidate_labels, format_source, label_string
@@ -99,13 +101,19 @@ def answer_budget(tokenizer, rows: list[dict], label_format: str) -> int:
 
 def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_size: int = 16,
              stop_at_marker: bool = True, desc: str = "generate", draft: str | None = None,
-             return_raw: bool = False) -> list[str] | tuple[list[str], list[str]]:
+             return_raw: bool = False, candidates: list[list[str]] | None = None
+             ) -> list[str] | tuple[list[str], list[str]]:
     """Greedy continuations of `sources`, batched with left padding, sorted by length to pad little; a row ends at
     EOS (the generation config's and the tokenizer's, which training appends to every target), at the closing
     marker (`stop_at_marker`) or after `max_new_tokens`. `draft`: text every continuation is expected to start
     with (the opening marker, for label-first models), verified in the prompt's forward pass (`greedy`).
-    `return_raw` also returns each continuation decoded with its special tokens (a filler student's unk tokens)."""
-    tokenizer.padding_side = "left"
+    `candidates`: per source, the labels it admits; once a row has written the start of one of them between
+    markers, the rest of it up to the closing marker is offered as a draft for the next pass, so a label-first
+    model usually answers in two forward passes. Drafts are verified, so neither changes the text.
+    `return_raw` also returns each continuation decoded with its special tokens (a filler student's unk tokens).
+    An encoder-decoder student decodes after its encoder's pass over the source (`greedy_seq2seq`; no drafts)."""
+    seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+    tokenizer.padding_side = "right" if seq2seq else "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
@@ -116,12 +124,23 @@ def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_si
     eos = model.generation_config.eos_token_id
     eos = (set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}) - {None}
     draft_ids = target_prefix_ids(tokenizer, draft) if draft else []
+    marked = [[tokenizer(" " + ablations.wrap_label(c), add_special_tokens=False)["input_ids"] for c in cands]
+              for cands in candidates] if candidates is not None and not seq2seq else None
+
+    def finished(gen: list[int]) -> bool:
+        return gen[-1] in eos or (closing is not None and closes_marker(tokenizer, gen, closing))
+
     for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
         idx = order[start:start + batch_size]
         enc = tokenizer([sources[i] for i in idx], return_tensors="pt", padding=True).to(device)
-        rows = greedy(model, enc["input_ids"], enc["attention_mask"], max_new_tokens,
-                      lambda gen: gen[-1] in eos or (closing is not None and closes_marker(tokenizer, gen, closing)),
-                      draft_ids)
+
+        def propose(row: int, gen: list[int], idx: list[int] = idx) -> list[int]:
+            """The rest of the first candidate this row's text is a proper prefix of."""
+            return next((c[len(gen):] for c in marked[idx[row]] if len(c) > len(gen) and c[:len(gen)] == gen), [])
+
+        rows = greedy_seq2seq(model, enc["input_ids"], enc["attention_mask"], max_new_tokens, finished) if seq2seq \
+            else greedy(model, enc["input_ids"], enc["attention_mask"], max_new_tokens, finished, draft_ids,
+                        propose if marked is not None else None)
         for i, text, full in zip(idx, tokenizer.batch_decode(rows, skip_special_tokens=True),
                                  tokenizer.batch_decode(rows, skip_special_tokens=False), strict=True):
             out[i], raw[i] = text, full
@@ -140,16 +159,20 @@ def target_prefix_ids(tokenizer, text: str) -> list[int]:
 
 @torch.inference_mode()
 def greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
-           finished: Callable[[list[int]], bool], draft: list[int] | None = None) -> list[list[int]]:
+           finished: Callable[[list[int]], bool], draft: list[int] | None = None,
+           propose: Callable[[int, list[int]], list[int]] | None = None) -> list[list[int]]:
     """Greedy decoding of a left-padded batch that drops each row from the batch (and its KV cache) once
     `finished(generated_ids)` says so. `model.generate` keeps finished rows in the batch until every row is done,
     so one rationale that never closes its marker made its whole batch decode all 256 steps.
 
-    `draft` (token ids every row is expected to generate first) is appended to the prompts in the first forward
-    pass; if greedy decoding would have produced it in every row (each draft position's argmax is the next draft
-    token), those tokens are taken at the cost of that one pass instead of one decoding step each, otherwise the
-    cache is cut back to the prompts and decoding goes on as without it. Plain argmax: the logits processors a
-    `generation_config` may set (repetition penalty and the like) are not applied, as the students here set none.
+    Drafts are verified, never assumed (speculative decoding with greedy acceptance, so the text is greedy
+    decoding's): `draft` (token ids every row is expected to generate first) goes into the prompt's forward pass,
+    and ``propose(row, generated)`` may offer a row more tokens after any pass, fed behind its last token in the
+    next one. Each row keeps the longest prefix of its draft that matches the argmax at every position, plus the
+    argmax after it; rejected positions stay in the cache but are masked out (as left padding is), so rows accept
+    different lengths in one pass. A draft that greedy decoding would produce costs that one pass instead of a step
+    per token. Plain argmax: the logits processors a `generation_config` may set (repetition penalty and the like)
+    are not applied, as the students here set none.
     """
     from transformers import DynamicCache
 
@@ -157,27 +180,25 @@ def greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new
     if max_new_tokens <= 0:
         return [[] for _ in range(n)]
     draft = list(draft or [])[:max_new_tokens - 1]
-    ids, mask = input_ids, attention_mask
-    if draft:
-        ids = torch.cat([input_ids, input_ids.new_tensor(draft).expand(n, -1)], -1)
-        mask = torch.cat([attention_mask, attention_mask.new_ones(n, len(draft))], -1)
+    ids = torch.cat([input_ids, input_ids.new_tensor(draft).expand(n, -1)], -1) if draft else input_ids
+    mask = torch.cat([attention_mask, attention_mask.new_ones(n, len(draft))], -1) if draft else attention_mask
     positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as generate builds them
     cache = DynamicCache(config=model.config)
-    guess = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                  use_cache=True, logits_to_keep=len(draft) + 1).logits.argmax(-1)
-    if draft and bool((guess[:, :-1] == guess.new_tensor(draft)).all()):
-        pending = [draft + [t] for t in guess[:, -1].tolist()]
-    else:
-        if draft:  # some row would not start with the draft: back to the prompts alone
-            cache.crop(-len(draft))
-            mask, positions = attention_mask, positions[:, :prompt_len]
-        pending = [[t] for t in guess[:, 0].tolist()]
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                   use_cache=True, logits_to_keep=len(draft) + 1).logits
+    window = prompt_len - 1  # cache index of this pass's first verified token (the last prompt token)
+    last_pos = positions[:, window]  # position of each row's newest accepted token in the cache
+    fed = [draft] * n  # the draft tokens each row was given in this pass
     generated: list[list[int]] = [[] for _ in range(n)]
     alive = list(range(n))
     while True:
-        keep = []
-        for j, (row, tokens) in enumerate(zip(alive, pending, strict=True)):
-            for token in tokens:
+        guess = logits.argmax(-1).tolist()
+        keep, taken = [], []
+        for j, row in enumerate(alive):
+            d = fed[j]
+            take = next((k for k in range(len(d)) if guess[j][k] != d[k]), len(d))
+            taken.append(take)
+            for token in d[:take] + [guess[j][take]]:
                 generated[row].append(token)
                 if finished(generated[row]) or len(generated[row]) >= max_new_tokens:
                     break
@@ -185,31 +206,129 @@ def greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new
                 keep.append(j)
         if not keep:
             return generated
+        for j, take in enumerate(taken):  # rejected draft positions leave attention
+            mask[j, window + 1 + take:] = 0
+        last_pos = last_pos + torch.tensor(taken, device=last_pos.device)
         if len(keep) < len(alive):
             sel = torch.tensor(keep, device=mask.device)
             cache.batch_select_indices(sel)
-            alive, mask, positions = [alive[j] for j in keep], mask[sel], positions[sel]
-        last = input_ids.new_tensor([generated[row][-1] for row in alive])[:, None]
-        mask = torch.cat([mask, mask.new_ones(len(alive), 1)], -1)
-        positions = positions[:, -1:] + 1
-        logits = model(input_ids=last, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                       use_cache=True).logits[:, -1]
-        pending = [[t] for t in logits.argmax(-1).tolist()]
+            alive, mask, last_pos = [alive[j] for j in keep], mask[sel], last_pos[sel]
+        room = [max_new_tokens - len(generated[row]) - 1 for row in alive]
+        fed = [(propose(row, generated[row]) if propose else [])[:r] for row, r in zip(alive, room, strict=True)]
+        width = 1 + max(map(len, fed))
+        step = torch.zeros((len(alive), width), dtype=torch.long)
+        real = torch.zeros((len(alive), width), dtype=mask.dtype)
+        for j, (row, d) in enumerate(zip(alive, fed, strict=True)):
+            step[j, :1 + len(d)] = torch.tensor([generated[row][-1], *d])
+            real[j, :1 + len(d)] = 1
+        window = mask.shape[1]
+        mask = torch.cat([mask, real.to(mask.device)], -1)
+        pos = last_pos[:, None] + 1 + torch.arange(width, device=last_pos.device)
+        logits = model(input_ids=step.to(input_ids.device), attention_mask=mask, position_ids=pos,
+                       past_key_values=cache, use_cache=True, logits_to_keep=width).logits
+        last_pos = last_pos + 1  # the token fed first was accepted when it was generated
+
+
+@torch.inference_mode()
+def greedy_seq2seq(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
+                   finished: Callable[[list[int]], bool]) -> list[list[int]]:
+    """`greedy` for an encoder-decoder student: `model.generate` (greedy, the encoder run once) with a per-row stop
+    at `finished`; each row is cut where it finished, so it equals that row decoded alone."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    start = 1  # generate's sequences begin with the decoder start token
+
+    class Stop(StoppingCriteria):
+        def __call__(self, ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+            return torch.tensor([finished(row[start:]) for row in ids.tolist()], device=ids.device)
+
+    if max_new_tokens <= 0:
+        return [[] for _ in range(len(input_ids))]
+    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                         do_sample=False, num_beams=1, stopping_criteria=StoppingCriteriaList([Stop()]))
+    rows = []
+    for row in out[:, start:].tolist():
+        n = next((i + 1 for i in range(len(row)) if finished(row[:i + 1])), len(row))
+        rows.append(row[:n])
+    return rows
+
+
+@torch.inference_mode()
+def seq2seq_log_probs(model, tokenizer, sources: list[str], continuations: list[list[str]],
+                      batch_size: int = 16, max_tokens: int = 2048, desc: str = "score") -> list[list[float]]:
+    """`continuation_log_probs` for an encoder-decoder student: each source encoded once, each continuation scored
+    as the decoder's sequence (``" " + continuation``, as training tokenizes targets) over that encoding, at most
+    `batch_size` sources and about `max_tokens` decoder tokens per pass. Always the full sequence's log-probability
+    (the decoder shares no cached prefix to leave out)."""
+    device = next(model.parameters()).device
+    out: list[list[float]] = [[] for _ in sources]
+    encoded = [[tokenizer(" " + c, add_special_tokens=False)["input_ids"] for c in conts] for conts in continuations]
+    batches, current, tokens = [], [], 0
+    for i in sorted(range(len(sources)), key=lambda i: len(sources[i])):
+        size = sum(map(len, encoded[i]))
+        if current and (len(current) == batch_size or tokens + size > max_tokens):
+            batches.append(current)
+            current, tokens = [], 0
+        current.append(i)
+        tokens += size
+    batches += [current] if current else []
+    for idx in tqdm(batches, desc=desc, unit="batch"):
+        tokenizer.padding_side = "right"
+        enc = tokenizer([sources[i] for i in idx], return_tensors="pt", padding=True).to(device)
+        states = model.get_encoder()(**enc).last_hidden_state
+        owners = [r for r, i in enumerate(idx) for _ in continuations[i]]
+        labels = [ids for i in idx for ids in encoded[i]]
+        width = max(map(len, labels))
+        lab = torch.full((len(labels), width), -100, dtype=torch.long, device=device)
+        for r, ids in enumerate(labels):
+            lab[r, :len(ids)] = torch.tensor(ids)
+        decoder = model.prepare_decoder_input_ids_from_labels(labels=lab)  # shifted right, -100 as pad
+        sel = torch.tensor(owners, device=device)
+        logits = model(encoder_outputs=(states[sel],), attention_mask=enc["attention_mask"][sel],
+                       decoder_input_ids=decoder).logits.float().log_softmax(-1)
+        lp = logits.gather(2, lab.clamp(min=0)[..., None]).squeeze(-1).masked_fill(lab == -100, 0.0).sum(1)
+        for r, value in zip(owners, lp.tolist(), strict=True):
+            out[idx[r]].append(value)
+    return out
+
+
+def attention_bias(config, allowed: torch.Tensor, query_pos: torch.Tensor, key_pos: torch.Tensor, dtype: torch.dtype,
+                   device) -> torch.Tensor | dict[str, torch.Tensor]:
+    """A custom 4D attention mask (``[batch, 1, queries, keys]``, additive) from `allowed`, as transformers takes it
+    in place of its own masks: a model with sliding-window attention also gets the window, by position (what it
+    would see decoding the sequence alone), per layer type where its layers mix sliding and full attention."""
+    def bias(ok: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(ok.shape, dtype=dtype).masked_fill(~ok, torch.finfo(dtype).min).to(device)
+
+    window = getattr(config, "sliding_window", None)
+    if not window:
+        return bias(allowed)
+    near = allowed & ((query_pos[:, :, None] - key_pos[:, None, :]) < window)[:, None]
+    if "sliding_attention" in set(getattr(config, "layer_types", None) or []):
+        return {"full_attention": bias(allowed), "sliding_attention": bias(near)}
+    return bias(near)
 
 
 @torch.inference_mode()
 def continuation_log_probs(model, tokenizer, sources: list[str], continuations: list[list[str]],
-                           batch_size: int = 16, max_rows: int = 256, desc: str = "score",
+                           batch_size: int = 16, max_tokens: int = 2048, desc: str = "score",
                            full: bool = True) -> list[list[float]]:
     """Log-probability of each continuation of each source, tokenized as training tokenizes targets (source with
     special tokens, then ``" " + continuation``). A source and the token prefix all its continuations share are
-    encoded once, in one cached forward pass over a batch of sources (which also scores that prefix); every
-    continuation's own tokens then take one more pass over that cache, so scoring k candidate labels costs about
-    one prefill, not k. ``full=False`` leaves out the shared prefix's log-probability, the same for every
-    continuation of a source (normalising over them cancels it), and keeps logits at one position per source."""
+    encoded once, in one cached forward pass over a batch of sources (which also scores that prefix). All the
+    continuations of a source then go through one more pass as one row over that cache, side by side: each token
+    attends to the source and to the earlier tokens of its own continuation only (a block-diagonal 4D attention
+    mask, positions restarting after the source), so scoring k candidate labels costs about one prefill, not k,
+    and the cache is never copied per candidate. At most `batch_size` sources and `max_tokens` continuation tokens
+    per pass. ``full=False`` leaves out the shared prefix's log-probability, the same for every continuation of a
+    source (normalising over them cancels it), and keeps logits at one position per source. Encoder-decoder
+    students: `seq2seq_log_probs` (always the full sequence)."""
     from transformers import DynamicCache
 
+    if getattr(model.config, "is_encoder_decoder", False):
+        return seq2seq_log_probs(model, tokenizer, sources, continuations, batch_size, max_tokens, desc)
     device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = []
     for src, conts in zip(sources, continuations, strict=True):
@@ -218,15 +337,16 @@ def continuation_log_probs(model, tokenizer, sources: list[str], continuations: 
         while shared < min(map(len, ids)) - 1 and all(c[shared] == ids[0][shared] for c in ids):
             shared += 1
         encoded.append((tokenizer(src, add_special_tokens=True)["input_ids"] + ids[0][:shared],
-                        [c[shared:] for c in ids], ids[0][:shared]))
+                        [c[shared:] for c in ids], ids[0][:shared] if full else []))
     order = sorted(range(len(sources)), key=lambda i: len(encoded[i][0]))
-    batches, current, rows = [], [], 0
-    for i in order:  # at most batch_size sources and max_rows continuations per pass
-        if current and (len(current) == batch_size or rows + len(encoded[i][1]) > max_rows):
+    batches, current, tokens = [], [], 0
+    for i in order:
+        size = sum(map(len, encoded[i][1]))
+        if current and (len(current) == batch_size or tokens + size > max_tokens):
             batches.append(current)
-            current, rows = [], 0
+            current, tokens = [], 0
         current.append(i)
-        rows += len(encoded[i][1])
+        tokens += size
     batches += [current] if current else []
     out: list[list[float]] = [[] for _ in sources]
     for idx in tqdm(batches, desc=desc, unit="batch"):
@@ -240,30 +360,38 @@ def continuation_log_probs(model, tokenizer, sources: list[str], continuations: 
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=model.config)
         prefixes = [encoded[i][2] for i in idx]
-        if not full:
-            prefixes = [[] for _ in idx]
         keep = max(map(len, prefixes)) + 1  # logits over each shared prefix and the first token after it
         head = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                      use_cache=True, logits_to_keep=keep).logits.float().log_softmax(-1)
         first = head[:, -1]
         shared_lp = [sum(head[r, keep - len(p) + k - 1, t].item() for k, t in enumerate(p))
                      for r, p in enumerate(prefixes)]
-        owners = [r for r, i in enumerate(idx) for _ in encoded[i][1]]
-        suffixes = [s for i in idx for s in encoded[i][1]]
-        sel = torch.tensor(owners, device=device)
-        cache.batch_select_indices(sel)
-        length = max(map(len, suffixes))
-        sids = torch.full((len(suffixes), length), pad, dtype=torch.long, device=device)
-        smask = torch.zeros_like(sids)
-        for r, suffix in enumerate(suffixes):
-            sids[r, :len(suffix)], smask[r, :len(suffix)] = torch.tensor(suffix), 1
-        logits = model(input_ids=sids, attention_mask=torch.cat([mask[sel], smask], -1),
-                       position_ids=positions[sel][:, -1:] + 1 + torch.arange(length, device=device),
-                       past_key_values=cache, use_cache=True).logits[:, :-1].float().log_softmax(-1)
-        total = first[sel].gather(1, sids[:, :1]).squeeze(1)
-        total = total + (logits.gather(2, sids[:, 1:, None]).squeeze(-1) * smask[:, 1:]).sum(1)
-        for r, value in zip(owners, total.tolist(), strict=True):
-            out[idx[r]].append(shared_lp[r] + value)
+        # every continuation of a row side by side: which continuation each token belongs to, and its offset in it
+        rows = [[(c, j, t) for c, suffix in enumerate(encoded[i][1]) for j, t in enumerate(suffix)] for i in idx]
+        length = max(map(len, rows))
+        sids = torch.full((len(idx), length), pad, dtype=torch.long)
+        owner = torch.full((len(idx), length), -1, dtype=torch.long)
+        offset = torch.zeros((len(idx), length), dtype=torch.long)
+        for r, row in enumerate(rows):
+            owner[r, :len(row)] = torch.tensor([c for c, _, _ in row])
+            offset[r, :len(row)] = torch.tensor([j for _, j, _ in row])
+            sids[r, :len(row)] = torch.tensor([t for _, _, t in row])
+        sees = (owner[:, :, None] == owner[:, None, :]) & (offset[:, None, :] <= offset[:, :, None]) \
+            & (owner[:, None, :] >= 0)
+        sees |= torch.eye(length, dtype=torch.bool)[None]  # padding rows attend to themselves (no empty softmax)
+        allowed = torch.cat([mask.bool().cpu()[:, None, :].expand(-1, length, -1), sees], -1)[:, None]
+        query = positions[:, -1:].cpu() + 1 + offset
+        logp = model(input_ids=sids.to(device), attention_mask=attention_bias(
+                         model.config, allowed, query, torch.cat([positions.cpu(), query], -1), dtype, device),
+                     position_ids=query.to(device), past_key_values=cache, use_cache=True
+                     ).logits.float().log_softmax(-1)
+        sids, owner, offset = sids.to(device), owner.to(device), offset.to(device)
+        after = F.pad(logp[:, :-1].gather(2, sids[:, 1:, None]).squeeze(-1), (1, 0))  # token k by position k - 1
+        token_lp = torch.where(offset == 0, first.gather(1, sids), after).masked_fill(owner < 0, 0.0)
+        most = max(len(encoded[i][1]) for i in idx)
+        totals = torch.zeros((len(idx), most), device=device).scatter_add(1, owner.clamp(min=0), token_lp)
+        for r, i in enumerate(idx):
+            out[i] = [shared_lp[r] + v for v in totals[r, :len(encoded[i][1])].tolist()]
     return out
 
 
@@ -313,25 +441,26 @@ def evaluate(model_dir: str, data: str, ablation: str, label_first: bool, label_
     """Evaluate one fine-tuned model on one test split and write eval JSON, predictions and speed.
 
     Label-first models generate up to the closing marker within the longest label's budget; the others generate
-    their rationale first, up to `max_new_tokens`. Weights load in bf16 where `precision` (auto: measured) says
-    so, fp32 otherwise. `prefix` goes before every input (a multi-task model's predict task).
+    their rationale first, up to `max_new_tokens`. Weights load in bf16 where `precision` says so (auto: on GPUs
+    with bf16; fp32 on CPUs, for reproducible eval JSON, `use_bf16`), fp32 otherwise. `prefix` goes before every input (a multi-task model's predict task).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     torch.set_num_threads(threads)
     df = io.read_parquet(data, required=COMMON_COLUMNS)
     rows = df.to_dict("records")
     tok = AutoTokenizer.from_pretrained(model_dir)
-    dtype = torch.bfloat16 if use_bf16(precision, "evaluation.precision") else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    dtype = torch.bfloat16 if use_bf16(precision, "evaluation.precision", reproducible=True) else torch.float32
+    model = load_student(model_dir, dtype=dtype)
     model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     gold = [label_string(r, label_format) for r in rows]
     max_new = answer_budget(tok, rows, label_format) if label_first else int(max_new_tokens or
                                                                             EVALUATION["max_new_tokens"])
     sources = [prefix + format_source(r) for r in rows]
     start = time.perf_counter()
+    offered = [calibration.candidates(r, label_format) for r in rows] if label_first else None  # drafts only
     texts, raw = generate(model, tok, sources, max_new, batch_size, desc=f"eval {ablation}",
-                          draft=ablations.MARK if label_first else None, return_raw=True)
+                          draft=ablations.MARK if label_first else None, return_raw=True, candidates=offered)
     seconds = time.perf_counter() - start
     preds = [extract_label(t) for t in texts]
     classes = [canonical(p, r, label_format) for p, r in zip(preds, rows, strict=True)]

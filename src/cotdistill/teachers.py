@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import time
 import uuid
@@ -184,10 +185,37 @@ def _apply_chat(tokenizer, prompts: list[str]) -> list[str]:
                                           add_generation_prompt=True) for p in prompts]
 
 
+def seeded_sampler(seeds: list[int], temperature: float, top_p: float):
+    """A `transformers` logits processor that samples each row's next token from that row's own generator
+    (temperature, then nucleus filtering, then inverting the row's CDF at one uniform draw), and hands greedy
+    decoding a one-hot choice: a batch samples as its rows would alone, so a completion depends on its example's
+    seed, never on its batch companions (up to the float noise of padding)."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class SeededSampler(LogitsProcessor):
+        def __init__(self) -> None:
+            self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+            probs = (scores.float() / temperature).softmax(-1).cpu()
+            if top_p < 1.0:
+                ranked, order = probs.sort(-1, descending=True)
+                drop = ranked.cumsum(-1) - ranked > top_p  # keep the smallest prefix reaching top_p (at least one)
+                probs = probs.scatter(-1, order, ranked.masked_fill(drop, 0.0))
+            cdf = probs.cumsum(-1)
+            draws = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in self.generators])
+            chosen = torch.searchsorted(cdf.double(), (draws * cdf[:, -1].double())[:, None]).clamp(
+                max=scores.shape[-1] - 1)
+            return torch.full_like(scores, -math.inf).scatter(-1, chosen.to(scores.device), 0.0)
+
+    return SeededSampler()
+
+
 @BACKENDS.register("transformers")
 class TransformersBackend(Backend):
-    """Batched `generate` with left padding; greedy unless temperature > 0 (then sampled one example at a time,
-    each with its own seed)."""
+    """Batched `generate` with left padding; greedy unless temperature > 0, then sampled in the same batches with
+    one seeded generator per example (`seeded_sampler`)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -207,27 +235,20 @@ class TransformersBackend(Backend):
     def prepare(self, prompts: list[str]) -> list[str]:
         return _apply_chat(self.tok, prompts) if self.chat else prompts
 
-    def _generate(self, prompts: list[str], decoding: dict, seed: int | None) -> list[str]:
+    def generate(self, prompts: list[str], rows: pd.DataFrame, decoding: dict) -> list[str]:
         import torch
+        from transformers import LogitsProcessorList
 
         enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=not self.chat)
         enc = enc.to(self.device)
-        sample = seed is not None
-        if sample:
-            torch.manual_seed(seed)
+        sampler = [] if decoding["temperature"] <= 0 else [seeded_sampler(
+            [example_seed(decoding["seed"], rid) for rid in rows["id"]], decoding["temperature"], decoding["top_p"])]
         with torch.inference_mode():
             out = self.model.generate(
-                **enc, max_new_tokens=decoding["max_new_tokens"], do_sample=sample,
-                temperature=decoding["temperature"] if sample else None,
-                top_p=decoding["top_p"] if sample else None, top_k=None,
+                **enc, max_new_tokens=decoding["max_new_tokens"], do_sample=False, num_beams=1, top_k=None,
+                top_p=None, temperature=None, logits_processor=LogitsProcessorList(sampler),
                 stop_strings=decoding["stop"] or None, tokenizer=self.tok, pad_token_id=self.tok.pad_token_id)
         return self.tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-
-    def generate(self, prompts: list[str], rows: pd.DataFrame, decoding: dict) -> list[str]:
-        if decoding["temperature"] <= 0:
-            return self._generate(prompts, decoding, None)
-        return [self._generate([p], decoding, example_seed(decoding["seed"], rid))[0]
-                for p, rid in zip(prompts, rows["id"], strict=True)]
 
 
 @BACKENDS.register("vllm")
