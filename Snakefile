@@ -26,6 +26,7 @@ include: "rules/evaluate.smk"
 include: "rules/reports.smk"
 include: "rules/lens.smk"
 include: "rules/analysis.smk"
+include: "rules/judge.smk"
 
 
 rule reports:

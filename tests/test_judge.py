@@ -1,0 +1,48 @@
+"""The rationale-quality judge: its prompt, score parsing, item draw and rationale extraction."""
+
+import pytest
+
+from cotdistill.judge import load_prompt, rationale_after_label, rationale_before_label, select_items
+
+from .conftest import ROOT
+
+ROW = {"id": "q1", "task": "mcqa", "question": "Where is milk kept cold?",
+       "choices": [{"label": "A", "text": "oven"}, {"label": "B", "text": "fridge"}], "answer_label": "B",
+       "answer_text": "fridge"}
+
+
+def test_prompt_shows_the_item_and_rationale_but_not_the_answer():
+    prompt = load_prompt(ROOT / "prompts/judge.yaml")
+    text = prompt.render(ROW, "cold   things go\nin the fridge")
+    assert "Question: Where is milk kept cold?\nChoices: A: oven; B: fridge\nExplanation: cold things go in the " \
+           "fridge" in text
+    assert "Answer:" not in text and text.rstrip().endswith("Score:")
+    assert "(none)" in prompt.render(ROW, "  ")
+
+
+@pytest.mark.parametrize(("reply", "score"), [(" 4", 4), ("4/5", 4), (" Score: 2.", 2), (" five", None),
+                                               (" 7 then 3", 3), ("", None)])
+def test_the_first_digit_from_1_to_5_is_the_score(reply, score):
+    assert load_prompt(ROOT / "prompts/judge.yaml").score(reply) == score
+
+
+def test_a_prompt_without_its_fields_is_refused(tmp_path):
+    bad = tmp_path / "judge.yaml"
+    bad.write_text("template: 'Rate {rationale}'\nscore_pattern: '([1-5])'\n")
+    with pytest.raises(ValueError, match=r"must contain \{input\}"):
+        load_prompt(bad)
+
+
+def test_items_are_drawn_by_id_whatever_the_order_or_the_rest():
+    ids = [f"q{i}" for i in range(40)]
+    picked = select_items(ids, 5, seed=0)
+    assert len(set(picked)) == 5
+    assert select_items(list(reversed(ids)), 5, seed=0) == picked
+    assert set(select_items(ids, 8, seed=0)) > set(picked)  # more items keep the fewer ones
+    assert select_items(ids, 5, seed=1) != picked
+
+
+def test_rationales_are_cut_around_the_label():
+    assert rationale_before_label("milk spoils when warm [FIN_LABEL] fridge [FIN_LABEL]") == "milk spoils when warm"
+    assert rationale_after_label(" [FIN_LABEL] fridge [FIN_LABEL] milk spoils when warm") == "milk spoils when warm"
+    assert rationale_after_label(" [FIN_LABEL] fridge") == ""
