@@ -1,9 +1,10 @@
 """Speed of the pipeline's hot paths, each against a bound or a baseline run in the same process.
 
-(a) label-first evaluation (the CoT-after model): the pipeline's path (label budget, the opening marker as a
-    verified draft, stop at the closing marker)
-    against the prefill bound (one forward pass over the same prompts, same batches) and against generating 256
-    new tokens; identical labels checked. CoT-before evaluation: the pipeline's path (finished rows leave the batch)
+(a) label-first evaluation (the CoT-after model), in the precision evaluation picks (`precision: auto`): the
+    pipeline's path (label budget, the opening marker and then the rest of a started candidate label as verified
+    drafts, stop at the closing marker) against the prefill bound (one forward pass over the same prompts, same
+    batches), against `model.generate` up to EOS or 256 new tokens, and against 256 new tokens forced (EOS ignored:
+    what evaluating a fixed 256-token generation costs); identical labels checked. CoT-before evaluation: the pipeline's path (finished rows leave the batch)
     against `model.generate` with the same marker stop and for 256 tokens, both decoding every row until the whole
     batch is done.
 (b) fine-tuning: the project's Trainer path (its step includes gradient clipping and the LR scheduler) against a
@@ -44,9 +45,10 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, StoppingCriteria,
                           TrainerCallback)
 
 from cotdistill.ablations import MARK
+from cotdistill.calibration import candidates
 from cotdistill.evaluation import answer_budget, closes_marker, closing_ids, generate, parse_label
 from cotdistill.targets import format_source
-from cotdistill.precision import matmul_peak
+from cotdistill.precision import matmul_peak, use_bf16
 from cotdistill.training import Collator, build_trainer, target_loss
 
 RUN = "csqa/palm540b/smollm2-135m/cot_after"
@@ -73,9 +75,11 @@ class MarkerCriterion(StoppingCriteria):
                              for row in input_ids])
 
 
-def hf_generate(model, tok, sources: list[str], budget: int, batch_size: int, marker: bool) -> list[str]:
+def hf_generate(model, tok, sources: list[str], budget: int, batch_size: int, marker: bool,
+                forced: bool = False) -> list[str]:
     """`model.generate`, greedy, every row decoded until the batch's last one is done (with `marker`, a row is done
-    at its closing marker; HF still decodes it, as padding, until the whole batch is)."""
+    at its closing marker; HF still decodes it, as padding, until the whole batch is; `forced`: all `budget` tokens,
+    EOS ignored)."""
     tok.padding_side = "left"
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     out = [""] * len(sources)
@@ -86,7 +90,8 @@ def hf_generate(model, tok, sources: list[str], budget: int, batch_size: int, ma
         stop = StoppingCriteriaList([MarkerCriterion(tok, enc["input_ids"].shape[1], closing)] if marker else [])
         with torch.inference_mode():
             ids = model.generate(**enc, max_new_tokens=budget, do_sample=False, num_beams=1,
-                                 pad_token_id=tok.pad_token_id, stopping_criteria=stop)
+                                 pad_token_id=tok.pad_token_id, stopping_criteria=stop,
+                                 **({"min_new_tokens": budget} if forced else {}))
         for j, text in zip(idx, tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True),
                            strict=True):
             out[j] = text
@@ -108,23 +113,32 @@ def bench_eval(model_dir: str, cot_before_dir: str, data: str, n: int, batch_siz
     torch.set_num_threads(threads)
     rows = pd.read_parquet(data).head(n).to_dict("records")
     sources = [format_source(r) for r in rows]
+    dtype = torch.bfloat16 if use_bf16("auto", "evaluation.precision") else torch.float32  # as evaluate loads
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
     budget = answer_budget(tok, rows, label_format)
-    print(f"(a) evaluation on {n} test items, batch {batch_size}, {threads} threads")
+    offered = [candidates(r, label_format) for r in rows]
+    print(f"(a) evaluation on {n} test items, batch {batch_size}, {threads} threads, {str(dtype)[6:]}")
     t_prefill, _ = timed(prefill, model, tok, sources, batch_size, repeats=3)
-    t_pipe, pipe = timed(lambda: generate(model, tok, sources, budget, batch_size, desc="label first", draft=MARK),
-                         repeats=3)
-    t_full, full = timed(generate, model, tok, sources, 256, batch_size, False, "256 new tokens")
-    same = [parse_label(t) for t in pipe] == [parse_label(t) for t in full]
-    print(f"    label first (CoT after), {budget}-token budget, marker draft + stop: {n / t_pipe:6.2f} examples/s")
-    print(f"    prefill bound (one forward pass, same batches):             {n / t_prefill:6.2f} examples/s")
-    print(f"    256 new tokens, no marker stop:                             {n / t_full:6.2f} examples/s")
-    print(f"    (label first and prefill: best of 3 runs) ratio to the prefill bound: {t_prefill / t_pipe:.0%}; "
-          f"against 256 new tokens: "
-          f"{t_full / t_pipe:.1f}x; identical labels: {same}")
+    t_pipe, pipe = timed(lambda: generate(model, tok, sources, budget, batch_size, desc="label first", draft=MARK,
+                                          candidates=offered), repeats=3)
+    t_marker, marker = timed(lambda: generate(model, tok, sources, budget, batch_size, desc="marker draft only",
+                                              draft=MARK), repeats=3)
+    t_full, full = timed(hf_generate, model, tok, sources, 256, batch_size, False)
+    t_forced, forced = timed(hf_generate, model, tok, sources, 256, batch_size, False, True)
+    labels = [parse_label(t) for t in pipe]
+    same = labels == [parse_label(t) for t in marker] == [parse_label(t) for t in full] == [
+        parse_label(t) for t in forced]
+    print(f"    label first (CoT after), {budget}-token budget, marker + candidate drafts: {n / t_pipe:6.2f} examples/s")
+    print(f"    label first, opening-marker draft only:                    {n / t_marker:6.2f} examples/s")
+    print(f"    prefill bound (one forward pass, same batches):            {n / t_prefill:6.2f} examples/s")
+    print(f"    model.generate to EOS or 256 new tokens:                   {n / t_full:6.2f} examples/s")
+    print(f"    model.generate, 256 new tokens forced (EOS ignored):       {n / t_forced:6.2f} examples/s")
+    print(f"    (label first and prefill: best of 3 runs) ratio to the prefill bound: {t_prefill / t_pipe:.0%} "
+          f"(marker draft only: {t_prefill / t_marker:.0%}); against generate to EOS: {t_full / t_pipe:.1f}x, "
+          f"against 256 forced tokens: {t_forced / t_pipe:.1f}x; identical labels: {same}")
     tok = AutoTokenizer.from_pretrained(cot_before_dir)
-    model = AutoModelForCausalLM.from_pretrained(cot_before_dir).eval()
+    model = AutoModelForCausalLM.from_pretrained(cot_before_dir, dtype=dtype).eval()
     t_pipe, pipe = timed(generate, model, tok, sources, 256, batch_size, True, "CoT before")
     t_stop, stop = timed(hf_generate, model, tok, sources, 256, batch_size, True)
     t_hf, hf = timed(hf_generate, model, tok, sources, 256, batch_size, False)

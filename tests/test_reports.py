@@ -22,14 +22,18 @@ DESIGNS = {"holds": {"none": (0, 120), "cot_before": (0, 150), "cot_after": (0, 
 
 
 def _write_model(root, data: pd.DataFrame, student: str, ablation: str, seed: int, correct: np.ndarray,
-                 always: str | None = None, calibration: dict | None = None) -> tuple[str, str]:
-    """Predictions right exactly on `correct` (or the same answer `always`, for a collapsed model)."""
+                 always: str | None = None, calibration: dict | None = None,
+                 confidence: np.ndarray | None = None) -> tuple[str, str]:
+    """Predictions right exactly on `correct` (or the same answer `always`, for a collapsed model), with each item's
+    `confidence` where given."""
     gold = [g.lower() for g in data["answer_label"]]
     wrong = ["a" if g != "a" else "b" for g in gold]
     pred = [always] * len(gold) if always else [g if c else w for g, c, w in zip(gold, correct, wrong)]
     base = root / f"results/eval/csqa/palm/{student}/{ablation}/seed{seed}"
     io.write_parquet(pd.DataFrame({"id": data["id"], "generated": "", "parsed_label": pred, "predicted_class": pred,
-                                   "gold": gold, "gold_class": gold}), f"{base}.predictions.parquet")
+                                   "gold": gold, "gold_class": gold,
+                                   **({"confidence": confidence} if confidence is not None else {})}),
+                     f"{base}.predictions.parquet")
     io.write_json({**score(pred, gold, 5), "ablation": ablation, **({"calibration": calibration} if calibration
                                                                     else {})}, f"{base}.json")
     return f"{base}.json", f"{base}.predictions.parquet"
@@ -166,12 +170,30 @@ KIND_GRIDS = {
                   "dss": {"kind": "multitask", "aux": "none", "reduction": "max"},
                   "dss_mi": {"kind": "multitask", "aux": "mi_paper", "reduction": "max"},
                   "dss_mi_mean": {"kind": "multitask", "aux": "mi_paper", "reduction": "mean"}},
+    "mi_table3": {"dss": {"kind": "multitask", "aux": "none", "reduction": "max"},
+                  "dss_mi": {"kind": "multitask", "aux": "mi_paper", "reduction": "max"}},
+    "mi_table4": {"dss": {"kind": "multitask", "aux": "none", "reduction": "max"},
+                  "dss_mi": {"kind": "multitask", "aux": "mi_paper", "reduction": "max"},
+                  "dss_mi_mean": {"kind": "multitask", "aux": "mi_paper", "reduction": "mean"}},
+    "mi_table5": {"dss": {"kind": "multitask", "aux": "none", "reduction": "max"},
+                  "dss_mi": {"kind": "multitask", "aux": "mi_paper", "reduction": "max"},
+                  "dss_kl": {"kind": "multitask", "aux": "kl", "reduction": "max"}},
+    "mi_table6": {"dss": {"kind": "multitask", "aux": "none", "reduction": "max"},
+                  "dss_mi": {"kind": "multitask", "aux": "mi_paper", "reduction": "max"}},
+    "mi_table7": {"dss": {"kind": "multitask", "aux": "none", "reduction": "max"},
+                  "dss_mi": {"kind": "multitask", "aux": "mi_paper", "reduction": "max"}},
     "mi_figure2": {**{f"dss_{f}": {"kind": "multitask", "aux": "none", "train_fraction": f} for f in (0.25, 1.0)},
                    **{f"dss_mi_{f}": {"kind": "multitask", "aux": "mi_paper", "train_fraction": f}
                       for f in (0.25, 1.0)}},
 }
 # whose published numbers each kind's fixture matches (else GPT-2 on CSQA); ANLI: MI Tables 1 (max) and 4 (mean) differ
-PAPER_NAMES = {"mi_table1": ("T5-base", "ANLI")}
+PAPER_NAMES = {"mi_table1": ("T5-base", "ANLI"), "mi_table3": ("T5-base", "e-SNLI"), "mi_table4": ("T5-base", "ANLI"),
+               "mi_table5": ("T5-base", "ANLI"), "mi_table6": ("T5-base", "e-SNLI")}
+PUBLISHED = {"mi_table1": {"none": "43.58", "cot_before": "43.50", "dss": "49.58", "dss_mi": "51.20",
+                           "dss_mi_mean": "51.40"},
+             "mi_table3": {"dss": "82.65", "dss_mi": "82.81"},  # the teacher-label rows, not Table 1's gold ones
+             "mi_table4": {"dss": "49.58", "dss_mi": "51.20", "dss_mi_mean": "51.40"},
+             "mi_table5": {"dss": "49.58", "dss_mi": "51.20", "dss_kl": "42.00"}}
 
 
 @pytest.mark.parametrize("kind", list(KIND_GRIDS))
@@ -183,32 +205,39 @@ def test_each_report_kind_renders_every_cell(tmp_path, kind):
     for i, ablation in enumerate(KIND_GRIDS[kind]):
         for seed in (0, 1):
             correct = np.random.default_rng([i, seed]).random(100) < 0.3 + 0.05 * i
+            # the first ablation's confidence tracks correctness less well: its ECE is the higher
+            confidence = np.where(correct, 0.9, 0.15) if i else np.full(100, 0.9)
             e, p = _write_model(tmp_path, data, "s", ablation, seed, correct,
-                                calibration={"ece": 0.01 * (i + seed), "confidence": 0.5, "brier": 0.7})
+                                calibration={"ece": 0.01 * (i + seed), "confidence": 0.5, "brier": 0.7},
+                                confidence=confidence)
             evals.append(e)
             preds.append(p)
     student, dataset = PAPER_NAMES.get(kind, ("GPT-2", "CSQA"))
     config = {"datasets": {"csqa": dataset}, "students": {"s": student},
               "ablations": KIND_GRIDS[kind], "seed": 0, "report": kind,
-              "compare_to": [a for a in ("none", "cot_after", "dss") if a in KIND_GRIDS[kind]]}
+              "compare_to": [a for a in ("none", "cot_after", "dss") if a in KIND_GRIDS[kind]],
+              "labels": "teacher" if kind == "mi_table3" else "gold", "tasks": {"csqa": "nli"}}
     prefix = tmp_path / f"results/reports/{kind}"
     report(evals, preds, [str(tmp_path / "results/data/csqa/test.parquet")], config, kind, str(prefix))
     md = open(f"{prefix}.md").read()
     rows = [line for line in md.splitlines() if line.startswith("| s |")]
     assert len(rows) == len(KIND_GRIDS[kind]) and all(" [" in r and "| |" not in r for r in rows)
-    if REPORTS.get(kind).claims:
+    if REPORTS.get(kind).claims or REPORTS.get(kind).calibration_claims:
         assert md.count("- s on csqa: ") >= 1 and "**" in md.split("checked here")[1]
-    if kind in ("table1", "table2", "table3", "mi_table1"):  # published numbers where the paper has them
+    if kind in ("table1", "table2", "table3", *PUBLISHED):  # published numbers where the paper has them
         assert all(r.split("|")[-2].strip() not in ("", "–") for r in rows if "/" not in r and "filler" not in r
                    and "random" not in r)
     if kind == "table3":
         assert "## Human words against IG tokens" in md and "not computable" in md
     first = list(KIND_GRIDS[kind])[0]  # ECE 0 and 1 over its seeds: 0.5 points
     assert f"| csqa | s | {first} | " in md.split("## Calibration")[1] and " | 50.0 | 0.5 | 0.700 |" in md
-    if kind == "mi_table1":  # matched by kind, aux and reduction
-        cells = {r.split("|")[2].strip(): r.split("|")[-2].strip() for r in rows}
-        assert cells == {"none": "43.58", "cot_before": "43.50", "dss": "49.58", "dss_mi": "51.20",
-                         "dss_mi_mean": "51.40"}
+    if kind in PUBLISHED:  # matched by kind, aux, reduction and the labels trained on
+        assert {r.split("|")[2].strip(): r.split("|")[-2].strip() for r in rows} == PUBLISHED[kind]
+    if kind == "mi_table6":  # Table 6 beside ours, and the ECE claim: DSS (first, overconfident) is worse
+        cal = md.split("## Calibration")[1]
+        assert "| 8.54 / 34.33 |" in cal and "| 4.35 / 30.06 |" in cal
+        assert "ECE(DSS+MI) < ECE(DSS): **holds**" in md
+    assert (tmp_path / f"results/reports/{kind}.reliability.png").stat().st_size > 5000
     assert (tmp_path / f"results/reports/{kind}.png").stat().st_size > 5000
 
 

@@ -79,3 +79,18 @@ def test_paired_bootstrap_detects_a_consistent_gain_and_not_noise():
 def test_paired_bootstrap_needs_matching_shapes():
     with pytest.raises(ValueError, match="same seeds and items"):
         paired_bootstrap(np.ones((2, 10)), np.ones((1, 10)))
+
+
+def test_paired_ece_gap_is_the_difference_of_the_two_eces():
+    from cotdistill.calibration import ece
+    from cotdistill.stats import paired_ece_bootstrap
+
+    rng = np.random.default_rng(0)
+    hit = rng.random((1, 300)) < 0.6
+    sharp = np.where(hit, 0.8, 0.35)  # tracks correctness: low ECE
+    flat = np.full((1, 300), 0.95)  # overconfident: high ECE
+    r = paired_ece_bootstrap(sharp, hit, flat, hit, replicates=500)
+    assert r.diff == pytest.approx(ece(sharp[0], hit[0]) - ece(flat[0], hit[0]))
+    assert r.diff < 0 and r.high < 0 and r.p < 0.01
+    same = paired_ece_bootstrap(flat, hit, flat, hit, replicates=200)
+    assert same.diff == 0 and same.p == 1.0

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from . import io, lens as lenses
 from .ablations import MARK, wrap_label
 from .config import PLACEMENT_KINDS as PLACEMENTS
+from .models import load_causal_student
 from .reports import published, pyplot, save_figure
 from .targets import format_source, label_string
 from .training import encode
@@ -176,7 +177,7 @@ def analysis_files(groups: list[dict], lens_spec: dict, lens_name: str, label_fo
     (kind) ``models``, ``predictions`` and ``lenses`` (a trained lens folder, or None for the logit lens).
     Writes ``<out_prefix>.parquet`` (item, model, layer, position, probability), ``.png``/``.pdf`` heatmaps,
     ``.md`` and ``.csv`` summaries."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     torch.set_num_threads(threads)
     frames, model_types = [], {}
@@ -197,7 +198,7 @@ def analysis_files(groups: list[dict], lens_spec: dict, lens_name: str, label_fo
         log.info("%s: %d items predicted correctly by every placement", where, len(ids))
         for p in PLACEMENTS:
             tok = AutoTokenizer.from_pretrained(g["models"][p])
-            model = AutoModelForCausalLM.from_pretrained(g["models"][p], dtype=torch.float32)
+            model = load_causal_student(g["models"][p], "the layer-wise analysis")
             model.to("cuda" if torch.cuda.is_available() else "cpu")
             model_types[g["student"]] = model.config.model_type
             lens = lenses.load_lens(model, lens_spec["kind"], g["lenses"].get(p)).to(model.device).eval()

@@ -30,8 +30,9 @@ import yaml
 
 from . import config as cfg
 from .ablations import ABLATIONS
+from .judge import JUDGED_KINDS
 
-RULES = ("rationales", "attribution", "finetune", "evaluate")
+RULES = ("rationales", "attribution", "finetune", "evaluate", "evaluate_transfer", "judge")
 H100_BF16_TFLOPS = 989.0  # dense bf16 peak of an H100 SXM (NVIDIA datasheet)
 ASSUMED_MFU = 0.40  # issue 11's GPU goal; replace by a measured MFU where a GPU run exists
 
@@ -78,9 +79,15 @@ def jobs(config: dict, experiment: str) -> dict[str, list[str]]:
         own = ["train"] if e.get("students") else cfg.dataset_spec(config, ds)["splits"]
         for split in cfg.teacher_spec(config, e["teacher"]).get("splits") or own:
             out["rationales"].append(f"rationales/{e['teacher']}/{ds}/{split}")
+    if "judge" in e:
+        out["judge"] += [f"judge/{e['judge']}/{ds}/{e['teacher']}/teacher" for ds in e["datasets"]]
     for c in cfg.cells(config, experiment):
         out["finetune"].append(f"finetune/{_cell_path(c)}")
         out["evaluate"].append(f"eval/{_cell_path(c)}")
+        out["evaluate_transfer"] += [f"transfer/{test}/{_cell_path(c)}"
+                                     for test in (e.get("transfer") or {}).get(c["dataset"], [])]
+        if "judge" in e and cfg.ablation_spec(config, c["ablation"])["kind"] in JUDGED_KINDS:
+            out["judge"].append(f"judge/{e['judge']}/{_cell_path(c)}")
         spec = cfg.ablation_spec(config, c["ablation"])
         if "attribution" in ABLATIONS.get(spec["kind"]).needs:
             prefix = cfg.attribution_prefix(config, c["dataset"], c["teacher"], c["ablation"])

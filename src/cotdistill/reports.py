@@ -13,6 +13,7 @@ What else a report shows (claims, figure, the overlap of human words with attrib
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import json
 import logging
@@ -26,8 +27,9 @@ import pandas as pd
 from . import io
 from .ablations import wrap_label
 from .evaluation import load_eval
+from .config import transfer_name
 from .reportkinds import REPORTS, ReportKind, matches
-from .stats import bootstrap_interval, holm, mcnemar_exact, paired_bootstrap
+from .stats import bootstrap_interval, holm, mcnemar_exact, paired_bootstrap, paired_ece_bootstrap
 from .targets import format_source
 
 log = logging.getLogger(__name__)
@@ -39,29 +41,40 @@ MARKS = "*†‡§¶"
 def mark(i: int) -> str:
     """The mark of the i-th reference: a symbol, then numbers."""
     return MARKS[i] if i < len(MARKS) else f"^{i + 1}"
-_PATH = re.compile(r"eval/(?P<dataset>[^/]+)/(?P<teacher>[^/]+)/(?P<student>[^/]+)/(?P<ablation>[^/]+)/"
-                   r"seed(?P<seed>\d+)\.json$")
+_PATH = re.compile(r"(?:eval|transfer/(?P<testset>[^/]+))/(?P<dataset>[^/]+)/(?P<teacher>[^/]+)/(?P<student>[^/]+)/"
+                   r"(?P<ablation>[^/]+)/seed(?P<seed>\d+)\.json$")
 
 
-def published(paper: str = "mysteries") -> pd.DataFrame:
-    """A paper's published numbers (a CSV under ``resources/published``)."""
+
+
+
+@functools.lru_cache(maxsize=None)
+def _published(paper: str) -> pd.DataFrame:
     text = importlib.resources.files("cotdistill").joinpath(f"resources/published/{paper}.csv").read_text()
     return pd.read_csv(StringIO(text), comment="#", dtype={"position": str})
 
 
-PUBLISHED_KEYS = ("table", "ablation_kind", "student", "dataset", "accuracy")  # other columns: ablation parameters
+def published(paper: str = "mysteries") -> pd.DataFrame:
+    """A paper's published numbers (a CSV under ``resources/published``), read once per process."""
+    return _published(paper).copy()
+
+
+PUBLISHED_KEYS = ("table", "ablation_kind", "student", "dataset", "accuracy", "labels")  # others: ablation parameters
 
 
 PAPER_SETTINGS = {"k": 15, "method": "integrated_gradients", "max_words": 15}  # what the paper's rows used
 
 
-def published_accuracy(pub: pd.DataFrame, spec: dict, student: str | None, dataset: str | None) -> float | None:
-    """The published number of an ablation, if any: by kind, and by each parameter the file has a column for
-    (``position``, ``aux``, ...) where the row gives one; none for settings the paper did not use (an ig_topk
-    with k = 5, say)."""
+def published_accuracy(pub: pd.DataFrame, spec: dict, student: str | None, dataset: str | None,
+                       labels: str = "gold") -> float | None:
+    """The published number of an ablation, if any: by kind, by the labels students trained on (a ``labels``
+    column, empty for gold) and by each parameter the file has a column for (``position``, ``aux``, ...) where the
+    row gives one; none for settings the paper did not use (an ig_topk with k = 5, say)."""
     if any(spec.get(k, v) != v for k, v in PAPER_SETTINGS.items()):
         return None
     hit = pub[(pub.ablation_kind == spec["kind"]) & (pub.student == student) & (pub.dataset == dataset)]
+    if "labels" in pub.columns:
+        hit = hit[hit["labels"].fillna("gold") == labels]
     for param in (c for c in pub.columns if c not in PUBLISHED_KEYS):
         hit = hit[hit[param].isna() | (hit[param].astype(str) == str(spec.get(param)))]
     return float(hit["accuracy"].iloc[0]) if len(hit) else None
@@ -84,14 +97,22 @@ def collect(evals: list[str], predictions: list[str]) -> tuple[pd.DataFrame, pd.
     for path, pred_path in zip(evals, predictions, strict=True):
         m = _PATH.search(str(path))
         if not m:
-            raise ValueError(f"{path}: not an eval JSON path (eval/<dataset>/<teacher>/<student>/<ablation>/seedN.json)")
-        key = {**m.groupdict(), "seed": int(m["seed"])}
+            raise ValueError(f"{path}: not an eval JSON path (eval/<dataset>/<teacher>/<student>/<ablation>/seedN.json "
+                             f"or transfer/<testset>/<dataset>/...)")
+        parts = m.groupdict()
+        testset = parts.pop("testset")
+        key = {**parts, "seed": int(m["seed"]), "test_dataset": testset or parts["dataset"]}
+        if testset:
+            key["dataset"] = transfer_name(parts["dataset"], testset)
         r = load_eval(path)
-        rows.append({**key, "path": str(path), "accuracy": r["accuracy"], "correct": r["correct"], "n": r["n"],
+        rows.append({**key, "path": str(path), "reliability": r.get("calibration", {}).get("reliability"),
+                     "accuracy": r["accuracy"], "correct": r["correct"], "n": r["n"],
                      "unparsed": r["unparsed"], "majority_rate": r["majority_rate"], "collapsed": r["collapsed"],
                      "top_prediction": r["top_prediction"], "top_share": r["top_prediction_share"],
                      **{f"cal_{k}": r.get("calibration", {}).get(k, np.nan) for k in CALIBRATION_KEYS}})
         p = io.read_parquet(pred_path, required=["id", "predicted_class", "gold_class", "parsed_label"])
+        if "confidence" not in p.columns:  # evaluated before calibration existed
+            p = p.assign(confidence=np.nan)
         if len(p) != r["n"]:
             raise ValueError(f"{pred_path}: {len(p)} predictions but {path} counts n = {r['n']}: files do not align")
         correct = p["predicted_class"].notna() & (p["predicted_class"] == p["gold_class"]) & (
@@ -100,8 +121,8 @@ def collect(evals: list[str], predictions: list[str]) -> tuple[pd.DataFrame, pd.
             raise ValueError(f"{pred_path}: {int(correct.sum())} correct predictions but {path} counts "
                              f"{r['correct']}: files do not align")
         items.append(p.assign(**key, correct=correct.to_numpy())[
-            ["dataset", "student", "ablation", "seed", "id", "parsed_label", "predicted_class", "gold_class",
-             "correct"]])
+            ["dataset", "test_dataset", "student", "ablation", "seed", "id", "parsed_label", "predicted_class",
+             "gold_class", "correct", "confidence"]])
     return pd.DataFrame(rows), pd.concat(items, ignore_index=True)
 
 
@@ -148,7 +169,7 @@ def summarise(evals: pd.DataFrame, items: pd.DataFrame, config: dict, paper: str
                     **{f"cal_{k}": float(g[f"cal_{k}"].mean(skipna=False))  # NaN unless every seed has it
                        for k in CALIBRATION_KEYS},
                     "published": published_accuracy(pub, config["ablations"][ab], config["students"].get(st),
-                                                    config["datasets"].get(ds))})
+                                                    config["datasets"].get(ds), config.get("labels", "gold"))})
     return pd.DataFrame(out)
 
 
@@ -195,13 +216,64 @@ def claims(summary: pd.DataFrame, items: pd.DataFrame, config: dict, kind: Repor
     for (ds, st), g in summary.groupby(["dataset", "student"], sort=False):
         for c in kind.claims:
             links = [[a for a in g["ablation"] if matches(specs[a], sel)] for sel in c.chain]
-            if not all(links):
+            if not all(links) or not applies(c, ds, config):
                 continue
             steps = [compare(items, ds, st, x, y, config.get("seed", 0))
                      for left, right in zip(links, links[1:]) for x in left for y in right]
             detail = "; ".join(f"{s['ablation']} − {s['reference']} = {s['diff']:+.1f} pp [{s['diff_low']:+.1f}, "
                                f"{s['diff_high']:+.1f}], p = {s['p_bootstrap']:.3g}" for s in steps)
             v = verdict([(x["diff"], x["p_bootstrap"]) for x in steps])
+            out.append({"dataset": ds, "student": st, "claim": c.text, "verdict": v, "paper": c.paper,
+                        "agrees": v == c.paper, "detail": detail})
+    return out
+
+
+def applies(claim, dataset: str, config: dict) -> bool:
+    """Whether a claim is checked on a dataset: every dataset, or those of the tasks it names."""
+    return not claim.tasks or config.get("tasks", {}).get(dataset) in claim.tasks
+
+
+def compare_ece(items: pd.DataFrame, dataset: str, student: str, a: str, b: str, seed: int = 0) -> dict:
+    """Paired bootstrap of ECE(a) - ECE(b) on the same items and seeds (`stats.paired_ece_bootstrap`), in points."""
+    cell = items[(items.dataset == dataset) & (items.student == student)]
+    seeds = sorted(set(cell[cell.ablation == a]["seed"]) & set(cell[cell.ablation == b]["seed"]))
+    if not seeds:
+        raise ValueError(f"{dataset}/{student}: {a} and {b} share no seed; nothing to pair")
+
+    def matrix(ab: str, column: str) -> np.ndarray:
+        return cell[cell.ablation == ab].pivot(index="seed", columns="id", values=column).loc[seeds].sort_index(
+            axis=1).to_numpy()
+
+    r = paired_ece_bootstrap(matrix(a, "confidence"), matrix(a, "correct").astype(bool), matrix(b, "confidence"),
+                             matrix(b, "correct").astype(bool),
+                             seed=_seed_of((dataset, student, "ece", *sorted((a, b))), seed))
+    return {"ablation": a, "reference": b, "diff": 100 * r.diff, "diff_low": 100 * r.low,
+            "diff_high": 100 * r.high, "p_bootstrap": r.p}
+
+
+def calibration_claims(summary: pd.DataFrame, items: pd.DataFrame, config: dict, kind: ReportKind) -> list[dict]:
+    """The kind's orderings by ECE (lower first), per student and dataset they apply to, as `claims` does for
+    accuracy: holds when every step's ECE gap is significantly negative. A claim whose models lack per-item
+    confidences (evaluated before calibration existed) is listed as not checkable."""
+    specs = config["ablations"]
+    out = []
+    for (ds, st), g in summary.groupby(["dataset", "student"], sort=False):
+        for c in kind.calibration_claims:
+            links = [[a for a in g["ablation"] if matches(specs[a], sel)] for sel in c.chain]
+            if not all(links) or not applies(c, ds, config):
+                continue
+            used = items[(items.dataset == ds) & (items.student == st) & items.ablation.isin(sum(links, []))]
+            if used["confidence"].isna().any():
+                out.append({"dataset": ds, "student": st, "claim": c.text, "verdict": "not checkable",
+                            "paper": c.paper, "agrees": False, "detail": "no per-item confidences in the "
+                            "predictions of some of its models (evaluated before calibration existed)"})
+                continue
+            steps = [compare_ece(items, ds, st, x, y, config.get("seed", 0))
+                     for left, right in zip(links, links[1:]) for x in left for y in right]
+            detail = "; ".join(f"ECE {s['ablation']} − {s['reference']} = {s['diff']:+.1f} pts "
+                               f"[{s['diff_low']:+.1f}, {s['diff_high']:+.1f}], p = {s['p_bootstrap']:.3g}"
+                               for s in steps)
+            v = verdict([(-x["diff"], x["p_bootstrap"]) for x in steps])  # lower ECE is better
             out.append({"dataset": ds, "student": st, "claim": c.text, "verdict": v, "paper": c.paper,
                         "agrees": v == c.paper, "detail": detail})
     return out
@@ -255,7 +327,7 @@ def drilldown(items: pd.DataFrame, flip_table: pd.DataFrame, data: list[str]) ->
         models = list(dict.fromkeys(g["model"]))
         wide = pd.concat([pred, corr], axis=1)[[c for m in models for c in (f"pred:{m}", f"correct:{m}")]]
         gold = g.drop_duplicates("id").set_index("id")["gold_class"]
-        src = sources.get(ds)
+        src = sources.get(g["test_dataset"].iloc[0])
         inputs = src.set_index("id").apply(lambda r: format_source(r.to_dict()), axis=1) if src is not None \
             else pd.Series(dtype=str)
         frames.append(wide.assign(dataset=ds, gold=gold, input=inputs.reindex(wide.index)).reset_index())
@@ -303,8 +375,24 @@ def _cell(r: pd.Series, marks: str) -> str:
     return text
 
 
-def calibration_lines(summary: pd.DataFrame) -> list[str]:
-    """The calibration section, for models whose eval JSONs have one (mean over seeds)."""
+def published_calibration(config: dict, ablation: str, student: str, dataset: str) -> tuple[float, float] | None:
+    """(ECE %, confidence %) the MI paper published for a model (Table 6, ``mi_calibration.csv``): by ablation
+    kind and aux, student and test set, in or out of domain (a `transfer_name` dataset)."""
+    spec = config["ablations"][ablation]
+    if spec.get("reduction", "max") != "max" or spec.get("train_fraction", 1.0) != 1.0:
+        return None  # Table 6 is for max pooling on all training data
+    transfer = config.get("transfer", {}).get(dataset)
+    test = config["datasets"].get(transfer["test"] if transfer else dataset)
+    pub = published("mi_calibration")
+    hit = pub[(pub.ablation_kind == spec["kind"]) & (pub.aux.fillna("") == str(spec.get("aux", "")))
+              & (pub.student == config["students"].get(student)) & (pub.dataset == test)
+              & (pub.domain == ("out" if transfer else "in"))]
+    return (float(hit.ece.iloc[0]), float(hit.confidence.iloc[0])) if len(hit) else None
+
+
+def calibration_lines(summary: pd.DataFrame, config: dict, paper: str) -> list[str]:
+    """The calibration section, for models whose eval JSONs have one (mean over seeds); beside the MI paper's
+    Table 6 where the report's paper is ``mi``."""
     cal = summary[summary["cal_ece"].notna()]
     if cal.empty:
         return []
@@ -312,11 +400,16 @@ def calibration_lines(summary: pd.DataFrame) -> list[str]:
              "Confidence = the probability of the predicted label normalised over the item's candidate labels, each "
              "scored in the target format after what the model wrote before its label (multiple choice: the "
              "choices; SVAMP: one-operation equations over the problem's numbers, gold and predicted); ECE over 10 "
-             "equal-width bins, in points; Brier over the candidates. Mean over seeds.", "",
-             "| dataset | student | ablation | accuracy % | confidence % | ECE % | Brier |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r.dataset} | {r.student} | {r.ablation} | {r.accuracy:.1f} | {100 * r.cal_confidence:.1f} | "
-              f"{100 * r.cal_ece:.1f} | {r.cal_brier:.3f} |" for r in cal.itertuples()]
+             "equal-width bins, in points; Brier over the candidates. Mean over seeds; `<a>-><b>`: trained on a, "
+             "tested on b. 'paper': the MI paper's Table 6 (ECE / confidence) where kind, student and test set "
+             "match. The reliability diagrams are in the report's `.reliability.png`.", "",
+             "| dataset | student | ablation | accuracy % | confidence % | ECE % | Brier | paper ECE / conf. |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in cal.itertuples():
+        pub = published_calibration(config, r.ablation, r.student, r.dataset) if paper == "mi" else None
+        lines.append(f"| {r.dataset} | {r.student} | {r.ablation} | {r.accuracy:.1f} | {100 * r.cal_confidence:.1f} | "
+                     f"{100 * r.cal_ece:.1f} | {r.cal_brier:.3f} | "
+                     f"{f'{pub[0]:.2f} / {pub[1]:.2f}' if pub else '–'} |")
     return lines
 
 
@@ -334,12 +427,15 @@ def write_table(summary: pd.DataFrame, tests: pd.DataFrame, claim_rows: list[dic
              "student and dataset match. Unparsed outputs count as wrong.",
              f"Marks: {legend or 'no reference ablation in this experiment'} (paired bootstrap over items and seeds, "
              f"Holm-adjusted within each dataset, student and reference, p < {ALPHA}).", ""]
+    if config.get("scratch"):
+        lines[-1:-1] = ["(from scratch): a student built from its config with random initial weights (no pretrained "
+                        "weights exist offline), not the paper's pretrained model of that architecture."]
     header = ["student", "ablation"] + [c for ds in datasets for c in (ds, f"{ds} paper")]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     sig = {key for t in tests.itertuples() if t.significant
            for key in ((t.dataset, t.student, t.ablation, t.reference), (t.dataset, t.student, t.reference, t.ablation))}
     for (st, ab), g in summary.groupby(["student", "ablation"], sort=False):
-        cells = [st, ab]
+        cells = [f"{st} (from scratch)" if st in config.get("scratch", []) else st, ab]
         for ds in datasets:
             r = g[g["dataset"] == ds]
             marks = "".join(mark(i) for i, ref in enumerate(refs) if (ds, st, ab, ref) in sig)
@@ -357,7 +453,7 @@ def write_table(summary: pd.DataFrame, tests: pd.DataFrame, claim_rows: list[dic
     if len(collapsed):
         lines.append("⚠ Collapsed models (one answer for ≥ 80% of items in some seed; they learned nothing): " +
                      ", ".join(f"{r.student}/{r.ablation}/{r.dataset}" for r in collapsed.itertuples()) + ".")
-    lines += calibration_lines(summary)
+    lines += calibration_lines(summary, config, kind.paper if kind else "mysteries")
     lines += ["", "## Paired tests on the same test items", "",
               "Δ = ablation − reference in accuracy points, with its 95% paired-bootstrap interval; p from the "
               "paired bootstrap (items and seeds resampled together), Holm-adjusted; exact McNemar per seed "
@@ -448,6 +544,44 @@ def _varies(rows: pd.DataFrame, specs: dict, key: str) -> bool:
     return len({json.dumps(specs[a].get(key)) for a in rows["ablation"]}) > 1
 
 
+def write_reliability(evals: pd.DataFrame, summary: pd.DataFrame, title: str, out_prefix: str) -> None:
+    """`<out_prefix>.reliability.png`: one reliability diagram per model (dataset x student x ablation), each bin's
+    accuracy against its mean confidence pooled over seeds (count-weighted), bar widths the bins, the diagonal
+    perfect calibration, ECE in the title; a model whose eval JSONs hold no calibration gets an empty panel."""
+    plt = pyplot()
+    models = list(summary[["dataset", "student", "ablation"]].itertuples(index=False, name=None))
+    cols = min(4, len(models))
+    rows = -(-len(models) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.0 * rows), squeeze=False, layout="constrained")
+    for ax, (ds, st, ab) in zip(axes.flat, models):
+        g = evals[(evals.dataset == ds) & (evals.student == st) & (evals.ablation == ab)]
+        rels = list(g["reliability"])
+        ax.plot([0, 1], [0, 1], "k:", linewidth=1)
+        if rels and all(rel is not None for rel in rels):  # every seed's bins, or none of them
+            df = pd.DataFrame([b for rel in rels for b in rel])
+            pooled = df.groupby(["low", "high"]).apply(lambda b: pd.Series({
+                "count": b["count"].sum(), "confidence": np.average(b["confidence"], weights=b["count"]),
+                "accuracy": np.average(b["accuracy"], weights=b["count"])}), include_groups=False).reset_index()
+            ax.bar(pooled["low"], pooled["accuracy"], width=pooled["high"] - pooled["low"], align="edge",
+                   edgecolor="k", alpha=0.7, label="accuracy")
+            ax.plot(pooled["confidence"], pooled["accuracy"], "o", color="C3", markersize=3,
+                    label="mean confidence")
+            ece = summary[(summary.dataset == ds) & (summary.student == st) & (summary.ablation == ab)]["cal_ece"]
+            ax.set_title(f"{ds} / {st}\n{ab}: ECE {100 * float(ece.iloc[0]):.1f}%", fontsize=8)
+        else:
+            ax.set_title(f"{ds} / {st}\n{ab}: no calibration in its eval JSONs", fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence", fontsize=8)
+        ax.set_ylabel("accuracy", fontsize=8)
+    for ax in list(axes.flat)[len(models):]:
+        ax.axis("off")
+    fig.suptitle(f"{title}: reliability (10 bins, pooled over seeds)", fontsize=9)
+    with io.atomic_path(f"{out_prefix}.reliability.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
 def write_figure(summary: pd.DataFrame, title: str, out_prefix: str) -> None:
     """Grouped bars (one group per dataset x student, one bar per ablation) with interval error bars."""
     plt = pyplot()
@@ -512,8 +646,55 @@ def overlap_section(targets: list[str], config: dict) -> list[str]:
                                        "ablation on the same dataset"]
 
 
+_JUDGE_PATH = re.compile(r"judge/[^/]+/(?P<dataset>[^/]+)/[^/]+/(?:teacher|(?P<student>[^/]+)/(?P<ablation>[^/]+)/"
+                         r"seed(?P<seed>\d+))\.parquet$")
+
+
+def judge_section(paths: list[str], seed: int = 0) -> list[str]:
+    """Rationale quality (MI Tables 7-8): per dataset and source (the teacher, each judged model over its seeds),
+    the mean grade with a 95% bootstrap interval over items, replies left unparsed, and the Pearson correlation
+    (with its p) between an item's mean grade and whether the source's label was right."""
+    from scipy.stats import pearsonr
+
+    from .judge import JUDGE_COLUMNS
+
+    if not paths:
+        return []
+    frames = []
+    for path in paths:
+        m = _JUDGE_PATH.search(str(path))
+        if not m:
+            raise ValueError(f"{path}: not a judge file path (judge/<judge>/<dataset>/<teacher>/...)")
+        source = "teacher" if m["student"] is None else f"{m['student']}/{m['ablation']}"
+        frames.append(io.read_parquet(path, required=JUDGE_COLUMNS).assign(
+            dataset=m["dataset"], model=source, seed=int(m["seed"] or 0)))
+    df = pd.concat(frames, ignore_index=True)
+    lines = ["", "## Rationale quality", "",
+             "Grades 1-5 from the experiment's judge (its samples per rationale averaged per item) on the same seeded "
+             "test items for every source; mean over items and seeds [95% bootstrap interval over items]; r = "
+             "Pearson correlation of an item's grade with the source's label being right (the teacher: its label "
+             "agreeing with gold), p its two-sided p-value (n/a where correctness or grades do not vary).", "",
+             "| dataset | source | items | grade [95% CI] | unparsed replies | label right % | r (p) |",
+             "|---|---|---|---|---|---|---|"]
+    for (ds, source), g in df.groupby(["dataset", "model"], sort=False):
+        per_item = g.groupby("id")["score"].mean().dropna()
+        rng = np.random.default_rng(_seed_of((ds, source, "judge"), seed))
+        values = per_item.to_numpy()
+        boot = values[rng.integers(0, len(values), (2000, len(values)))].mean(1) if len(values) else np.array([np.nan])
+        graded = g.dropna(subset=["score"])
+        if graded["correct"].nunique() > 1 and graded["score"].nunique() > 1:
+            r, p = pearsonr(graded["score"], graded["correct"].astype(float))
+            corr = f"{r:+.2f} (p = {p:.3g})"
+        else:
+            corr = "n/a"
+        lines.append(f"| {ds} | {source} | {g['id'].nunique()} | {values.mean():.2f} [{np.quantile(boot, 0.025):.2f}, "
+                     f"{np.quantile(boot, 0.975):.2f}] | {int(g['unparsed'].sum())} | "
+                     f"{100 * g['correct'].mean():.0f} | {corr} |")
+    return lines
+
+
 def report(evals: list[str], predictions: list[str], data: list[str], config: dict, experiment: str,
-           out_prefix: str, targets: list[str] | None = None) -> pd.DataFrame:
+           out_prefix: str, targets: list[str] | None = None, judge: list[str] | None = None) -> pd.DataFrame:
     """Tables (md, csv, tex), paired tests (tests.csv), drill-down (items.parquet, flips.md) and figure, as the
     experiment's report kind has them."""
     kind = REPORTS.get(config.get("report", "table1"), f"experiments.{experiment}.report")
@@ -521,9 +702,10 @@ def report(evals: list[str], predictions: list[str], data: list[str], config: di
     check_aligned(items)
     summary = summarise(evals_df, items, config, kind.paper)
     tests = paired_tests(summary, items, config)
-    claim_rows = claims(summary, items, config, kind)
+    claim_rows = claims(summary, items, config, kind) + calibration_claims(summary, items, config, kind)
     title = f"{experiment}: {kind.title}"
-    extra = overlap_section(targets or [], config) if kind.overlap else []
+    extra = (overlap_section(targets or [], config) if kind.overlap else []) + judge_section(judge or [],
+                                                                                             config.get("seed", 0))
     write_table(summary, tests, claim_rows, config, sorted(evals), title, out_prefix, kind, extra)
     wide = drilldown(items, flips(items, tests), data)
     io.write_parquet(wide, f"{out_prefix}.items.parquet")
@@ -533,6 +715,7 @@ def report(evals: list[str], predictions: list[str], data: list[str], config: di
         write_sweep_figure(summary, config, kind, title, out_prefix)
     else:
         write_figure(summary, title, out_prefix)
+    write_reliability(evals_df, summary, title, out_prefix)
     log.info("report %s (%s) from %d eval files: %d paired tests; claims: %s", out_prefix,
              config.get("report", "table1"), len(evals), len(tests), [c["verdict"] for c in claim_rows])
     return summary

@@ -90,6 +90,42 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, level: float = 0.95, replicat
                         p, a.shape[0], a.shape[1])
 
 
+def bin_index(confidence: np.ndarray, bins: int = 10) -> np.ndarray:
+    """Each confidence's equal-width bin over [0, 1], closed on the right, the first also on the left (Guo et al.,
+    2017): the binning of every ECE here."""
+    return np.clip(np.searchsorted(np.linspace(0.0, 1.0, bins + 1), confidence, side="left") - 1, 0, bins - 1)
+
+
+def _ece_rows(confidence: np.ndarray, correct: np.ndarray, items: np.ndarray, bins: int) -> np.ndarray:
+    """ECE of each seed (row) on the items `items` (a resample, repeats allowed)."""
+    conf, hit = confidence[:, items], correct[:, items].astype(float)
+    index = bin_index(conf, bins)
+    gap = np.stack([np.bincount(index[s], weights=hit[s] - conf[s], minlength=bins) for s in range(len(conf))])
+    return np.abs(gap).sum(1) / conf.shape[1]
+
+
+def paired_ece_bootstrap(conf_a: np.ndarray, hit_a: np.ndarray, conf_b: np.ndarray, hit_b: np.ndarray,
+                         bins: int = 10, level: float = 0.95, replicates: int = REPLICATES,
+                         seed: int = 0) -> PairedResult:
+    """Paired bootstrap of the ECE difference a - b (mean over seeds), items and seeds resampled together for both
+    models, as `paired_bootstrap` does for accuracy; matrices are (seeds x items) of confidence and correctness."""
+    conf_a, conf_b = np.asarray(conf_a, dtype=float), np.asarray(conf_b, dtype=float)
+    hit_a, hit_b = _check(hit_a), _check(hit_b)
+    if not conf_a.shape == hit_a.shape == conf_b.shape == hit_b.shape:
+        raise ValueError(f"paired ECE test needs the same seeds and items: shapes {conf_a.shape}, {conf_b.shape}")
+    s, n = conf_a.shape
+    everything = np.arange(n)
+    observed = _ece_rows(conf_a, hit_a, everything, bins).mean() - _ece_rows(conf_b, hit_b, everything, bins).mean()
+    rng = np.random.default_rng(seed)
+    d = np.empty(replicates)
+    for r in range(replicates):
+        items, seeds = rng.integers(0, n, n), rng.integers(0, s, s)
+        d[r] = _ece_rows(conf_a, hit_a, items, bins)[seeds].mean() - _ece_rows(conf_b, hit_b, items, bins)[seeds].mean()
+    alpha = (1 - level) / 2
+    p = min(1.0, 2 * min(int((d <= 0).sum()) + 1, int((d >= 0).sum()) + 1) / (replicates + 1))
+    return PairedResult(float(observed), float(np.quantile(d, alpha)), float(np.quantile(d, 1 - alpha)), p, s, n)
+
+
 def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> tuple[int, int, float]:
     """(items only a got right, items only b got right, exact two-sided p) for one seed's paired answers."""
     a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
