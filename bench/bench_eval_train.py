@@ -113,7 +113,8 @@ def bench_eval(model_dir: str, cot_before_dir: str, data: str, n: int, batch_siz
     torch.set_num_threads(threads)
     rows = pd.read_parquet(data).head(n).to_dict("records")
     sources = [format_source(r) for r in rows]
-    dtype = torch.bfloat16 if use_bf16("auto", "evaluation.precision") else torch.float32  # as evaluate loads
+    bf16 = use_bf16("auto", "evaluation.precision", reproducible=True)  # as evaluate loads its model
+    dtype = torch.bfloat16 if bf16 else torch.float32
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
     budget = answer_budget(tok, rows, label_format)

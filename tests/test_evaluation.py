@@ -156,19 +156,33 @@ def test_svamp_answers_are_scored_by_value():
 
 
 def test_evaluation_loads_weights_in_the_precision_chosen(marker_model, tmp_path, monkeypatch):
-    """`precision` reaches the model's dtype and the eval JSON; auto asks `use_bf16` with the evaluation key."""
+    """`precision` reaches the model's dtype and the eval JSON; auto asks `use_bf16` with the evaluation key, for a
+    reproducible choice."""
     from cotdistill import evaluation
     from cotdistill.io import write_parquet
 
     write_parquet(csqa_test(4), tmp_path / "test.parquet")
     asked = []
-    monkeypatch.setattr(evaluation, "use_bf16", lambda precision, key: asked.append((precision, key)) or True)
+    monkeypatch.setattr(evaluation, "use_bf16", lambda precision, key, reproducible=False: asked.append((precision, key, reproducible)) or True)
     out = evaluation.evaluate(str(marker_model), str(tmp_path / "test.parquet"), "cot_after", True, "letter",
                               str(tmp_path / "e.json"), str(tmp_path / "p.parquet"), str(tmp_path / "s.json"),
                               precision="auto")
-    assert asked == [("auto", "evaluation.precision")]
+    assert asked == [("auto", "evaluation.precision", True)]
     assert out["decoding"]["precision"] == "bfloat16" and out["n"] == 4
     assert '"dtype": "bfloat16"' in (tmp_path / "s.json").read_text()
+
+
+def test_auto_precision_for_reproducible_inference_is_fp32_on_a_cpu(monkeypatch):
+    """On a CPU, auto picks fp32 for evaluation even where bf16 measures faster (bf16 inference there was not
+    reproducible between processes); training keeps the measured choice; bf16 asked for is bf16."""
+    from cotdistill import precision
+
+    monkeypatch.setattr(precision.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(precision, "matmul_peak", lambda dtype: 4.0 if dtype == precision.torch.bfloat16 else 1.0)
+    assert precision.use_bf16("auto") is True
+    assert precision.use_bf16("auto", "evaluation.precision", reproducible=True) is False
+    assert precision.use_bf16("bf16", "evaluation.precision", reproducible=True) is True
 
 
 def test_a_draft_changes_nothing_whether_taken_or_refused(marker_model):

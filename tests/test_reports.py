@@ -245,3 +245,16 @@ def test_published_files_keep_their_column_types():
     assert published("mysteries")["accuracy"].dtype.kind == "f" and published("mi")["accuracy"].dtype.kind == "f"
     lens = published("mysteries_lens")  # the lens analysis matches its layer count as a number
     assert lens["layers"].dtype.kind == "i" and (lens["layers"] == 48).all()
+
+
+def test_published_numbers_only_for_the_papers_settings():
+    """A model trained on part of the data or on the teacher's labels gets no published number from a table of
+    full-data, gold-label models."""
+    from cotdistill.reports import published_accuracy, published_calibration
+
+    dss = {"kind": "multitask", "aux": "none"}
+    assert published_accuracy(published("mi"), dss, "T5-base", "CSQA") == 63.29
+    assert published_accuracy(published("mi"), {**dss, "train_fraction": 0.25}, "T5-base", "CSQA") is None
+    config = {"ablations": {"dss": dss}, "students": {"t5": "T5-base"}, "datasets": {"cqa": "CSQA"}}
+    assert published_calibration(config, "dss", "t5", "cqa") == (11.75, 42.79)
+    assert published_calibration({**config, "labels": "teacher"}, "dss", "t5", "cqa") is None

@@ -109,7 +109,8 @@ def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_si
     with (the opening marker, for label-first models), verified in the prompt's forward pass (`greedy`).
     `candidates`: per source, the labels it admits; once a row has written the start of one of them between
     markers, the rest of it up to the closing marker is offered as a draft for the next pass, so a label-first
-    model usually answers in two forward passes. Drafts are verified, so neither changes the text.
+    model usually answers in two forward passes. Drafts are verified, so neither changes the text. A model with
+    sliding-window attention (Gemma 3) takes no drafts: its window counts cache entries, rejected ones included.
     `return_raw` also returns each continuation decoded with its special tokens (a filler student's unk tokens).
     An encoder-decoder student decodes after its encoder's pass over the source (`greedy_seq2seq`; no drafts)."""
     seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
@@ -123,6 +124,8 @@ def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_si
     closing = closing_ids(tokenizer) if stop_at_marker else None
     eos = model.generation_config.eos_token_id
     eos = (set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}) - {None}
+    if getattr(model.config, "sliding_window", None):
+        draft, candidates = None, None  # rejected draft entries stay in the cache and would narrow the window
     draft_ids = target_prefix_ids(tokenizer, draft) if draft else []
     marked = [[tokenizer(" " + ablations.wrap_label(c), add_special_tokens=False)["input_ids"] for c in cands]
               for cands in candidates] if candidates is not None and not seq2seq else None

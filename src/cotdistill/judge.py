@@ -143,7 +143,8 @@ def judge_files(data: str, teacher_rationales: str, out: str, spec: dict, judge_
     prompt = load_prompt(prompt_path)
     test = io.read_parquet(data, required=COMMON_COLUMNS)
     teacher = io.read_parquet(teacher_rationales, required=["id", "rationale", "agrees"])
-    pool = [i for i in test["id"] if i in set(teacher["id"])]
+    known = set(teacher["id"])
+    pool = [i for i in test["id"] if i in known]
     if not pool:
         raise ValueError(f"{teacher_rationales}: the teacher has no rationale for any test item of {data}; the judge "
                          f"grades every source on items the teacher has a rationale for")

@@ -62,7 +62,8 @@ def published(paper: str = "mysteries") -> pd.DataFrame:
 PUBLISHED_KEYS = ("table", "ablation_kind", "student", "dataset", "accuracy", "labels")  # others: ablation parameters
 
 
-PAPER_SETTINGS = {"k": 15, "method": "integrated_gradients", "max_words": 15}  # what the paper's rows used
+PAPER_SETTINGS = {"k": 15, "method": "integrated_gradients", "max_words": 15,  # what the papers' table rows used
+                  "train_fraction": 1.0}
 
 
 def published_accuracy(pub: pd.DataFrame, spec: dict, student: str | None, dataset: str | None,
@@ -265,7 +266,7 @@ def calibration_claims(summary: pd.DataFrame, items: pd.DataFrame, config: dict,
             used = items[(items.dataset == ds) & (items.student == st) & items.ablation.isin(sum(links, []))]
             if used["confidence"].isna().any():
                 out.append({"dataset": ds, "student": st, "claim": c.text, "verdict": "not checkable",
-                            "paper": c.paper, "agrees": False, "detail": "no per-item confidences in the "
+                            "paper": c.paper, "agrees": None, "detail": "no per-item confidences in the "
                             "predictions of some of its models (evaluated before calibration existed)"})
                 continue
             steps = [compare_ece(items, ds, st, x, y, config.get("seed", 0))
@@ -379,8 +380,9 @@ def published_calibration(config: dict, ablation: str, student: str, dataset: st
     """(ECE %, confidence %) the MI paper published for a model (Table 6, ``mi_calibration.csv``): by ablation
     kind and aux, student and test set, in or out of domain (a `transfer_name` dataset)."""
     spec = config["ablations"][ablation]
-    if spec.get("reduction", "max") != "max" or spec.get("train_fraction", 1.0) != 1.0:
-        return None  # Table 6 is for max pooling on all training data
+    if spec.get("reduction", "max") != "max" or spec.get("train_fraction", 1.0) != 1.0 \
+            or config.get("labels", "gold") != "gold":
+        return None  # Table 6 is for max pooling on all training data with gold labels
     transfer = config.get("transfer", {}).get(dataset)
     test = config["datasets"].get(transfer["test"] if transfer else dataset)
     pub = published("mi_calibration")
@@ -472,9 +474,10 @@ def write_table(summary: pd.DataFrame, tests: pd.DataFrame, claim_rows: list[dic
               "each); reversed: a step significantly the other way (p < 0.05 / steps); otherwise not significant. "
               "'paper' is what the paper found.", ""]
     lines += [f"- {c['student']} on {c['dataset']}: {c['claim']}: **{c['verdict']}** (paper: {c['paper']}"
-              f"{'' if c['agrees'] else '; differs'}) ({c['detail']})" for c in claim_rows] or [
-        f"- not checkable: no claim of this report ({'; '.join(c.text for c in kind.claims)}) has all its ablations"
-        if kind.claims else "- this report kind checks no claim itself (see the note and the paired tests)"]
+              f"{'; differs' if c['agrees'] is False else ''}) ({c['detail']})" for c in claim_rows] or [
+        f"- not checkable: no claim of this report ({'; '.join(c.text for c in every)}) applies to its ablations "
+        f"and datasets" if (every := kind.claims + kind.calibration_claims)
+        else "- this report kind checks no claim itself (see the note and the paired tests)"]
     if kind.note:
         lines += ["", f"Note: {kind.note}"]
     lines += extra or []
@@ -681,7 +684,7 @@ def judge_section(paths: list[str], seed: int = 0) -> list[str]:
         rng = np.random.default_rng(_seed_of((ds, source, "judge"), seed))
         values = per_item.to_numpy()
         boot = values[rng.integers(0, len(values), (2000, len(values)))].mean(1) if len(values) else np.array([np.nan])
-        graded = g.dropna(subset=["score"])
+        graded = g.dropna(subset=["score"]).groupby("id")[["score", "correct"]].mean()  # one point per item
         if graded["correct"].nunique() > 1 and graded["score"].nunique() > 1:
             r, p = pearsonr(graded["score"], graded["correct"].astype(float))
             corr = f"{r:+.2f} (p = {p:.3g})"
