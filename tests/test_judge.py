@@ -2,7 +2,8 @@
 
 import pytest
 
-from cotdistill.judge import load_prompt, rationale_after_label, rationale_before_label, select_items
+from cotdistill.ablations import text_after_label, text_before_label
+from cotdistill.judge import load_prompt, select_items
 
 from .conftest import ROOT
 
@@ -43,6 +44,6 @@ def test_items_are_drawn_by_id_whatever_the_order_or_the_rest():
 
 
 def test_rationales_are_cut_around_the_label():
-    assert rationale_before_label("milk spoils when warm [FIN_LABEL] fridge [FIN_LABEL]") == "milk spoils when warm"
-    assert rationale_after_label(" [FIN_LABEL] fridge [FIN_LABEL] milk spoils when warm") == "milk spoils when warm"
-    assert rationale_after_label(" [FIN_LABEL] fridge") == ""
+    assert text_before_label("milk spoils when warm [FIN_LABEL] fridge [FIN_LABEL]") == "milk spoils when warm"
+    assert text_after_label(" [FIN_LABEL] fridge [FIN_LABEL] milk spoils when warm") == "milk spoils when warm"
+    assert text_after_label(" [FIN_LABEL] fridge") == ""

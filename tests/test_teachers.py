@@ -286,3 +286,14 @@ def test_vllm_backend_without_vllm_says_how_to_install(tiny_gpt2):
     spec = {**_tiny_spec(tiny_gpt2), "backend": "vllm"}
     with pytest.raises(TeacherError, match="gpu extra"):
         elicit(df, "v", spec, t, "csqa", "train", "unused")
+
+
+def test_sampled_completions_are_cached_under_their_sampler():
+    """Completions sampled per example by `seeded_sampler` never meet cached ones from another sampler; greedy
+    completions keep their key."""
+    from cotdistill.teachers import Backend, TransformersBackend
+
+    greedy = {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 8, "seed": 0}
+    sampled = {**greedy, "temperature": 0.7}
+    assert TransformersBackend.decoding_key(None, greedy) == greedy == Backend.decoding_key(None, greedy)
+    assert TransformersBackend.decoding_key(None, sampled) != Backend.decoding_key(None, sampled) == sampled

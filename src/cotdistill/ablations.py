@@ -37,6 +37,20 @@ def wrap_label(label: str) -> str:
     return f"{MARK} {label} {MARK}"
 
 
+_MARK_RE = re.compile(re.escape(MARK), re.I)
+
+
+def text_before_label(text: str) -> str:
+    """What a model wrote before its opening marker (a CoT-before model's rationale)."""
+    return _MARK_RE.split(text, maxsplit=1)[0].strip()
+
+
+def text_after_label(text: str) -> str:
+    """What a label-first model wrote after its closing marker; empty where it closed none."""
+    parts = _MARK_RE.split(text, maxsplit=2)
+    return parts[2].strip() if len(parts) == 3 else ""
+
+
 class AblationParamError(ValueError):
     """An ablation's parameters do not match what its kind declares; `key` names the offending parameter."""
 

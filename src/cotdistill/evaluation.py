@@ -33,7 +33,6 @@ from .targets import candidate_labels, format_source, label_string
 log = logging.getLogger(__name__)
 
 COLLAPSE_SHARE = 0.8  # one predicted label for at least this share of items: the model has learned nothing
-_MARK_RE = re.compile(re.escape(ablations.MARK), re.I)
 _LABEL_RE = re.compile(re.escape(ablations.MARK) + r"\s*(.*?)\s*" + re.escape(ablations.MARK), re.S | re.I)
 
 
@@ -256,6 +255,20 @@ def greedy_seq2seq(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     return rows
 
 
+def token_batches(order: list[int], sizes: list[int], batch_size: int, max_tokens: int) -> list[list[int]]:
+    """`order` cut into batches of at most `batch_size` items and `max_tokens` summed `sizes` (an item larger than
+    `max_tokens` goes alone): the batching of candidate scoring."""
+    batches: list[list[int]] = []
+    current, tokens = [], 0
+    for i in order:
+        if current and (len(current) == batch_size or tokens + sizes[i] > max_tokens):
+            batches.append(current)
+            current, tokens = [], 0
+        current.append(i)
+        tokens += sizes[i]
+    return batches + ([current] if current else [])
+
+
 @torch.inference_mode()
 def seq2seq_log_probs(model, tokenizer, sources: list[str], continuations: list[list[str]],
                       batch_size: int = 16, max_tokens: int = 2048, desc: str = "score") -> list[list[float]]:
@@ -266,15 +279,8 @@ def seq2seq_log_probs(model, tokenizer, sources: list[str], continuations: list[
     device = next(model.parameters()).device
     out: list[list[float]] = [[] for _ in sources]
     encoded = [[tokenizer(" " + c, add_special_tokens=False)["input_ids"] for c in conts] for conts in continuations]
-    batches, current, tokens = [], [], 0
-    for i in sorted(range(len(sources)), key=lambda i: len(sources[i])):
-        size = sum(map(len, encoded[i]))
-        if current and (len(current) == batch_size or tokens + size > max_tokens):
-            batches.append(current)
-            current, tokens = [], 0
-        current.append(i)
-        tokens += size
-    batches += [current] if current else []
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    batches = token_batches(order, [sum(map(len, e)) for e in encoded], batch_size, max_tokens)
     for idx in tqdm(batches, desc=desc, unit="batch"):
         tokenizer.padding_side = "right"
         enc = tokenizer([sources[i] for i in idx], return_tensors="pt", padding=True).to(device)
@@ -342,15 +348,7 @@ def continuation_log_probs(model, tokenizer, sources: list[str], continuations: 
         encoded.append((tokenizer(src, add_special_tokens=True)["input_ids"] + ids[0][:shared],
                         [c[shared:] for c in ids], ids[0][:shared] if full else []))
     order = sorted(range(len(sources)), key=lambda i: len(encoded[i][0]))
-    batches, current, tokens = [], [], 0
-    for i in order:
-        size = sum(map(len, encoded[i][1]))
-        if current and (len(current) == batch_size or tokens + size > max_tokens):
-            batches.append(current)
-            current, tokens = [], 0
-        current.append(i)
-        tokens += size
-    batches += [current] if current else []
+    batches = token_batches(order, [sum(map(len, e[1])) for e in encoded], batch_size, max_tokens)
     out: list[list[float]] = [[] for _ in sources]
     for idx in tqdm(batches, desc=desc, unit="batch"):
         contexts = [encoded[i][0] for i in idx]
@@ -502,7 +500,7 @@ def calibrate(model, tokenizer, sources: list[str], texts: list[str], rows: list
     [FIN_LABEL]``; not sampled. Candidates that are no valid answer (an equation dividing by zero) are left out."""
     cands = [[c for c in calibration.candidates(r, label_format, p) if canonical(c, r, label_format) != "<invalid>"]
              for r, p in zip(rows, map(extract_label, texts), strict=True)]
-    leads = [(_MARK_RE.split(t, 1)[0].strip() + " ").lstrip() for t in texts]
+    leads = [(ablations.text_before_label(t) + " ").lstrip() for t in texts]
     scores = continuation_log_probs(model, tokenizer, sources, [[lead + ablations.wrap_label(c) for c in cs]
                                                                 for lead, cs in zip(leads, cands, strict=True)],
                                     batch_size, desc=f"calibration {desc}", full=False)

@@ -27,7 +27,7 @@ import pandas as pd
 import yaml
 
 from . import io
-from .ablations import MARK, keyed_rng
+from .ablations import keyed_rng, text_after_label, text_before_label
 from .datasets import COMMON_COLUMNS
 from .targets import format_source
 
@@ -71,22 +71,12 @@ def select_items(ids: list[str], n: int, seed: int) -> list[str]:
     return sorted(ids, key=lambda i: keyed_rng(seed, "judge", str(i)).random())[:n]
 
 
-def rationale_after_label(text: str) -> str:
-    """What a label-first model wrote after its closing marker."""
-    parts = re.split(re.escape(MARK), text, maxsplit=2, flags=re.I)
-    return parts[2].strip() if len(parts) == 3 else ""
-
-
-def rationale_before_label(text: str) -> str:
-    return re.split(re.escape(MARK), text, maxsplit=1, flags=re.I)[0].strip()
-
-
 def model_rationales(model_dir: str, rows: list[dict], kind: str, predictions: pd.DataFrame, prefix: str,
                      max_new_tokens: int, batch_size: int) -> list[str]:
     """The rationale a fine-tuned model writes for each row (module docstring)."""
     if kind == "cot_before":
         generated = predictions.set_index("id")["generated"]
-        return [rationale_before_label(str(generated[r["id"]])) for r in rows]
+        return [text_before_label(str(generated[r["id"]])) for r in rows]
     import torch
     from transformers import AutoTokenizer
 
@@ -97,7 +87,7 @@ def model_rationales(model_dir: str, rows: list[dict], kind: str, predictions: p
     model = load_student(model_dir).to("cuda" if torch.cuda.is_available() else "cpu").eval()
     sources = [prefix + format_source(r) for r in rows]
     texts = generate(model, tok, sources, max_new_tokens, batch_size, stop_at_marker=False, desc="rationales")
-    return [t.strip() if kind == "multitask" else rationale_after_label(t) for t in texts]
+    return [t.strip() if kind == "multitask" else text_after_label(t) for t in texts]
 
 
 def grade(judge, prompt: JudgePrompt, rows: list[dict], rationales: list[str], samples: int,

@@ -91,33 +91,33 @@ def load_causal_lm(spec: dict, dtype: Any = None):
     return model, tok
 
 
-def is_encoder_decoder(name_or_path: str, **kwargs) -> bool:
-    from transformers import AutoConfig
+def auto_class(config):
+    """The transformers auto class for a model config: seq2seq for encoder-decoder models (T5), causal otherwise."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    return bool(getattr(AutoConfig.from_pretrained(name_or_path, **kwargs), "is_encoder_decoder", False))
+    return AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
 
 
 def load_student(name_or_path: str, dtype: Any = None, **kwargs):
-    """A student's weights in the class its config names: `AutoModelForSeq2SeqLM` for encoder-decoder models (T5),
-    `AutoModelForCausalLM` otherwise; fp32 unless `dtype` says otherwise."""
+    """A student's weights in the class its config names (`auto_class`); fp32 unless `dtype` says otherwise."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(name_or_path, **kwargs)
-    auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
-    return auto.from_pretrained(name_or_path, config=config, dtype=dtype or torch.float32, **kwargs)
+    return auto_class(config).from_pretrained(name_or_path, config=config, dtype=dtype or torch.float32, **kwargs)
 
 
 def load_causal_student(model_dir: str, what: str):
     """A fine-tuned causal student in fp32, for stages that read a causal LM's layers (attribution, lens): an
     encoder-decoder student is refused by name instead of failing inside transformers."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    if is_encoder_decoder(model_dir):
+    config = AutoConfig.from_pretrained(model_dir)
+    if getattr(config, "is_encoder_decoder", False):
         raise ValueError(f"{model_dir}: {what} needs a decoder-only (causal) student; this one is an encoder-decoder "
                          f"model (T5)")
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    return AutoModelForCausalLM.from_pretrained(model_dir, config=config, dtype=torch.float32)
 
 
 def build_from_config(spec: dict):
@@ -126,7 +126,7 @@ def build_from_config(spec: dict):
     pad, EOS and BOS ids come from that tokenizer; an encoder-decoder model starts decoding at its pad id (T5's
     convention)."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from transformers import AutoConfig
 
     tok = load_tokenizer(spec["tokenizer"])
     if tok.pad_token is None:
@@ -137,8 +137,7 @@ def build_from_config(spec: dict):
     if config.is_encoder_decoder:
         config.decoder_start_token_id = tok.pad_token_id
     torch.manual_seed(int(spec.get("seed", 0)))
-    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    model = auto.from_config(config)
+    model = auto_class(config).from_config(config)
     model.generation_config.decoder_start_token_id = config.decoder_start_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id

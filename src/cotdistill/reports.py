@@ -212,20 +212,33 @@ def paired_tests(summary: pd.DataFrame, items: pd.DataFrame, config: dict) -> pd
 def claims(summary: pd.DataFrame, items: pd.DataFrame, config: dict, kind: ReportKind) -> list[dict]:
     """Each of the report kind's claims per student and dataset: its verdict from every step of its chain (every
     pair of matching ablations), beside what the paper found; skipped where a link of the chain is missing."""
+    return _checked(summary, items, config, kind.claims, compare, ece=False)
+
+
+def _checked(summary: pd.DataFrame, items: pd.DataFrame, config: dict, chains, test, ece: bool) -> list[dict]:
+    """The verdict of each claimed ordering per (dataset, student) it applies to: by accuracy (`test` =
+    `compare`) or, with `ece`, by ECE, lower first (`compare_ece`), where a model without per-item confidences
+    makes the claim not checkable."""
     specs = config["ablations"]
     out = []
     for (ds, st), g in summary.groupby(["dataset", "student"], sort=False):
-        for c in kind.claims:
+        for c in chains:
             links = [[a for a in g["ablation"] if matches(specs[a], sel)] for sel in c.chain]
             if not all(links) or not applies(c, ds, config):
                 continue
-            steps = [compare(items, ds, st, x, y, config.get("seed", 0))
+            row = {"dataset": ds, "student": st, "claim": c.text, "paper": c.paper}
+            used = items[(items.dataset == ds) & (items.student == st) & items.ablation.isin(sum(links, []))]
+            if ece and used["confidence"].isna().any():
+                out.append({**row, "verdict": "not checkable", "agrees": None, "detail": "no per-item confidences "
+                            "in the predictions of some of its models (evaluated before calibration existed)"})
+                continue
+            steps = [test(items, ds, st, x, y, config.get("seed", 0))
                      for left, right in zip(links, links[1:]) for x in left for y in right]
-            detail = "; ".join(f"{s['ablation']} − {s['reference']} = {s['diff']:+.1f} pp [{s['diff_low']:+.1f}, "
-                               f"{s['diff_high']:+.1f}], p = {s['p_bootstrap']:.3g}" for s in steps)
-            v = verdict([(x["diff"], x["p_bootstrap"]) for x in steps])
-            out.append({"dataset": ds, "student": st, "claim": c.text, "verdict": v, "paper": c.paper,
-                        "agrees": v == c.paper, "detail": detail})
+            detail = "; ".join(f"{'ECE ' if ece else ''}{s['ablation']} − {s['reference']} = {s['diff']:+.1f} "
+                               f"{'pts' if ece else 'pp'} [{s['diff_low']:+.1f}, {s['diff_high']:+.1f}], "
+                               f"p = {s['p_bootstrap']:.3g}" for s in steps)
+            v = verdict([(-x["diff"] if ece else x["diff"], x["p_bootstrap"]) for x in steps])  # lower ECE: better
+            out.append({**row, "verdict": v, "agrees": v == c.paper, "detail": detail})
     return out
 
 
@@ -253,31 +266,10 @@ def compare_ece(items: pd.DataFrame, dataset: str, student: str, a: str, b: str,
 
 
 def calibration_claims(summary: pd.DataFrame, items: pd.DataFrame, config: dict, kind: ReportKind) -> list[dict]:
-    """The kind's orderings by ECE (lower first), per student and dataset they apply to, as `claims` does for
-    accuracy: holds when every step's ECE gap is significantly negative. A claim whose models lack per-item
-    confidences (evaluated before calibration existed) is listed as not checkable."""
-    specs = config["ablations"]
-    out = []
-    for (ds, st), g in summary.groupby(["dataset", "student"], sort=False):
-        for c in kind.calibration_claims:
-            links = [[a for a in g["ablation"] if matches(specs[a], sel)] for sel in c.chain]
-            if not all(links) or not applies(c, ds, config):
-                continue
-            used = items[(items.dataset == ds) & (items.student == st) & items.ablation.isin(sum(links, []))]
-            if used["confidence"].isna().any():
-                out.append({"dataset": ds, "student": st, "claim": c.text, "verdict": "not checkable",
-                            "paper": c.paper, "agrees": None, "detail": "no per-item confidences in the "
-                            "predictions of some of its models (evaluated before calibration existed)"})
-                continue
-            steps = [compare_ece(items, ds, st, x, y, config.get("seed", 0))
-                     for left, right in zip(links, links[1:]) for x in left for y in right]
-            detail = "; ".join(f"ECE {s['ablation']} − {s['reference']} = {s['diff']:+.1f} pts "
-                               f"[{s['diff_low']:+.1f}, {s['diff_high']:+.1f}], p = {s['p_bootstrap']:.3g}"
-                               for s in steps)
-            v = verdict([(-x["diff"], x["p_bootstrap"]) for x in steps])  # lower ECE is better
-            out.append({"dataset": ds, "student": st, "claim": c.text, "verdict": v, "paper": c.paper,
-                        "agrees": v == c.paper, "detail": detail})
-    return out
+    """The kind's orderings by ECE (lower first), as `claims` checks accuracy: holds when every step's ECE gap is
+    significantly negative. A claim whose models lack per-item confidences (evaluated before calibration existed)
+    is listed as not checkable."""
+    return _checked(summary, items, config, kind.calibration_claims, compare_ece, ece=True)
 
 
 def verdict(steps: list[tuple[float, float]], alpha: float = ALPHA) -> str:

@@ -168,6 +168,10 @@ class Backend:
     def prepare(self, prompts: list[str]) -> list[str]:
         return prompts
 
+    def decoding_key(self, decoding: dict) -> dict:
+        """What of an attempt's decoding keys its cached completions; a backend adds how it samples."""
+        return decoding
+
     def parse(self, text: str, row: dict, answer_re: re.Pattern | None) -> tuple[str, str | None]:
         return parse_completion(text, answer_re)
 
@@ -234,6 +238,10 @@ class TransformersBackend(Backend):
 
     def prepare(self, prompts: list[str]) -> list[str]:
         return _apply_chat(self.tok, prompts) if self.chat else prompts
+
+    def decoding_key(self, decoding: dict) -> dict:
+        # sampled completions come from `seeded_sampler` (not from those of earlier versions, one example at a time)
+        return {**decoding, "sampler": "seeded_sampler"} if decoding["temperature"] > 0 else decoding
 
     def generate(self, prompts: list[str], rows: pd.DataFrame, decoding: dict) -> list[str]:
         import torch
@@ -473,7 +481,7 @@ def elicit(
 
     def run(attempt: int, todo: list[int]) -> dict[int, str]:
         decoding = attempt_decoding(spec, backend.decoding, attempt)
-        dkey = _hash(decoding)
+        dkey = _hash(backend.decoding_key(decoding))
         done: dict[int, str] = {}
         missing = []
         for i in todo:
