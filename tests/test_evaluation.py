@@ -277,6 +277,38 @@ def test_continuation_scores_equal_full_sequence_log_probs(tiny_gpt2):
             assert value == pytest.approx(direct, abs=1e-3)
 
 
+def test_token_trie_shares_beginnings_and_marks_where_each_sequence_ends():
+    from cotdistill.evaluation import token_trie
+
+    assert token_trie([[1, 2, 3], [1, 2, 4], [1, 2], [5], [1, 2, 3]]) == (
+        [1, 2, 3, 4, 5], [-1, 0, 1, 1, -1], [0, 1, 2, 2, 0], [2, 3, 1, 4, 2])
+
+
+def test_closing_scores_the_first_token_of_the_marker_after_each_candidate(tiny_gpt2):
+    """With `closing`, a candidate is scored as its tokens and the first token of the closing marker written
+    after it: the direct log-probability of exactly those tokens, so candidates that are prefixes of one another
+    (``( 3.0 + 4.0 )`` and ``( 3.0 + 4.0 ) * 2.0``) stay apart."""
+    import torch
+
+    from cotdistill.evaluation import continuation_ids, continuation_log_probs
+
+    tok, model = load_model(tiny_gpt2)
+    tok.pad_token = tok.eos_token
+    source = "Problem: 3 apples and 4 more. How many?"
+    conts = ["[FIN_LABEL] ( 3.0 + 4.0 )", "[FIN_LABEL] ( 3.0 + 4.0 ) * 2.0", "[FIN_LABEL] ( 3.0 * 4.0 )"]
+    whole = tok(" " + conts[0] + " [FIN_LABEL]", add_special_tokens=False)["input_ids"]
+    ids = continuation_ids(tok, conts[0], " [FIN_LABEL]")
+    assert ids == whole[:len(tok(" " + conts[0], add_special_tokens=False)["input_ids"]) + 1] and len(ids) < len(whole)
+    got = continuation_log_probs(model, tok, [source], [conts], closing=" [FIN_LABEL]")[0]
+    s = tok(source)["input_ids"]
+    for c, value in zip(conts, got, strict=True):
+        t = continuation_ids(tok, c, " [FIN_LABEL]")
+        with torch.no_grad():
+            logp = model(torch.tensor([s + t])).logits[0].float().log_softmax(-1)
+        assert value == pytest.approx(sum(logp[len(s) + k - 1, t[k]].item() for k in range(len(t))), abs=1e-3)
+    assert got[0] != pytest.approx(got[1], abs=1e-3)
+
+
 def test_evaluation_reports_calibration_over_the_choices(marker_model, tmp_path):
     import json
 

@@ -269,16 +269,52 @@ def token_batches(order: list[int], sizes: list[int], batch_size: int, max_token
     return batches + ([current] if current else [])
 
 
+def continuation_ids(tokenizer, continuation: str, closing: str = "") -> list[int]:
+    """Token ids of ``" " + continuation`` as training tokenizes targets, and with a `closing` string the first token
+    of it written after the continuation (in context, so a token merging the two counts): the end of a label is
+    then scored by the model's start of its closing marker, not by every token of that marker, which follows it
+    almost surely and would cost as much again as the label."""
+    ids = tokenizer(" " + continuation, add_special_tokens=False)["input_ids"]
+    if not closing:
+        return ids
+    whole = tokenizer(" " + continuation + closing, add_special_tokens=False)["input_ids"]
+    same = next((k for k, (a, b) in enumerate(zip(ids, whole)) if a != b), min(len(ids), len(whole)))
+    return whole[:same + 1]
+
+
+def token_trie(sequences: list[list[int]]) -> tuple[list[int], list[int], list[int], list[int]]:
+    """The prefix tree of token `sequences` (each non-empty): per node its token, its parent (-1 under the root)
+    and depth, parents before children; and the node each sequence ends at. Candidates that share a beginning
+    (equations starting with the same number) then share its tokens in the scoring pass."""
+    tokens: list[int] = []
+    parents: list[int] = []
+    depths: list[int] = []
+    index: dict[tuple[int, int], int] = {}
+    ends = []
+    for seq in sequences:
+        node = -1
+        for t in seq:
+            if (node, t) not in index:
+                index[node, t] = len(tokens)
+                tokens.append(t)
+                depths.append(depths[node] + 1 if node >= 0 else 0)
+                parents.append(node)
+            node = index[node, t]
+        ends.append(node)
+    return tokens, parents, depths, ends
+
+
 @torch.inference_mode()
 def seq2seq_log_probs(model, tokenizer, sources: list[str], continuations: list[list[str]],
-                      batch_size: int = 16, max_tokens: int = 2048, desc: str = "score") -> list[list[float]]:
+                      batch_size: int = 16, max_tokens: int = 2048, desc: str = "score",
+                      closing: str = "") -> list[list[float]]:
     """`continuation_log_probs` for an encoder-decoder student: each source encoded once, each continuation scored
     as the decoder's sequence (``" " + continuation``, as training tokenizes targets) over that encoding, at most
     `batch_size` sources and about `max_tokens` decoder tokens per pass. Always the full sequence's log-probability
     (the decoder shares no cached prefix to leave out)."""
     device = next(model.parameters()).device
     out: list[list[float]] = [[] for _ in sources]
-    encoded = [[tokenizer(" " + c, add_special_tokens=False)["input_ids"] for c in conts] for conts in continuations]
+    encoded = [[continuation_ids(tokenizer, c, closing) for c in conts] for conts in continuations]
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     batches = token_batches(order, [sum(map(len, e)) for e in encoded], batch_size, max_tokens)
     for idx in tqdm(batches, desc=desc, unit="batch"):
@@ -321,34 +357,34 @@ def attention_bias(config, allowed: torch.Tensor, query_pos: torch.Tensor, key_p
 @torch.inference_mode()
 def continuation_log_probs(model, tokenizer, sources: list[str], continuations: list[list[str]],
                            batch_size: int = 16, max_tokens: int = 2048, desc: str = "score",
-                           full: bool = True) -> list[list[float]]:
+                           full: bool = True, closing: str = "") -> list[list[float]]:
     """Log-probability of each continuation of each source, tokenized as training tokenizes targets (source with
-    special tokens, then ``" " + continuation``). A source and the token prefix all its continuations share are
-    encoded once, in one cached forward pass over a batch of sources (which also scores that prefix). All the
-    continuations of a source then go through one more pass as one row over that cache, side by side: each token
-    attends to the source and to the earlier tokens of its own continuation only (a block-diagonal 4D attention
-    mask, positions restarting after the source), so scoring k candidate labels costs about one prefill, not k,
-    and the cache is never copied per candidate. At most `batch_size` sources and `max_tokens` continuation tokens
-    per pass. ``full=False`` leaves out the shared prefix's log-probability, the same for every continuation of a
-    source (normalising over them cancels it), and keeps logits at one position per source. Encoder-decoder
-    students: `seq2seq_log_probs` (always the full sequence)."""
+    special tokens, then ``" " + continuation``; with `closing`, see `continuation_ids`). A source and the token
+    prefix all its continuations share are encoded once, in one cached forward pass over a batch of sources (which
+    also scores that prefix). All the continuations of a source then go through one more pass as one row over that
+    cache, as their token trie (`token_trie`): each token attends to the source and to its own ancestors only (a 4D
+    attention mask, positions restarting after the source), so scoring k candidate labels costs about one prefill,
+    not k, a beginning several share is computed once, and the cache is never copied per candidate. At most
+    `batch_size` sources and `max_tokens` trie tokens per pass. ``full=False`` leaves out the shared prefix's
+    log-probability, the same for every continuation of a source (normalising over them cancels it), and keeps
+    logits at one position per source. Encoder-decoder students: `seq2seq_log_probs` (always the full sequence)."""
     from transformers import DynamicCache
 
     if getattr(model.config, "is_encoder_decoder", False):
-        return seq2seq_log_probs(model, tokenizer, sources, continuations, batch_size, max_tokens, desc)
+        return seq2seq_log_probs(model, tokenizer, sources, continuations, batch_size, max_tokens, desc, closing)
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = []
     for src, conts in zip(sources, continuations, strict=True):
-        ids = [tokenizer(" " + c, add_special_tokens=False)["input_ids"] for c in conts]
+        ids = [continuation_ids(tokenizer, c, closing) for c in conts]
         shared = 0  # leave every continuation at least one token of its own
         while shared < min(map(len, ids)) - 1 and all(c[shared] == ids[0][shared] for c in ids):
             shared += 1
         encoded.append((tokenizer(src, add_special_tokens=True)["input_ids"] + ids[0][:shared],
-                        [c[shared:] for c in ids], ids[0][:shared] if full else []))
+                        token_trie([c[shared:] for c in ids]), ids[0][:shared] if full else []))
     order = sorted(range(len(sources)), key=lambda i: len(encoded[i][0]))
-    batches = token_batches(order, [sum(map(len, e[1])) for e in encoded], batch_size, max_tokens)
+    batches = token_batches(order, [len(e[1][0]) for e in encoded], batch_size, max_tokens)
     out: list[list[float]] = [[] for _ in sources]
     for idx in tqdm(batches, desc=desc, unit="batch"):
         contexts = [encoded[i][0] for i in idx]
@@ -367,32 +403,34 @@ def continuation_log_probs(model, tokenizer, sources: list[str], continuations: 
         first = head[:, -1]
         shared_lp = [sum(head[r, keep - len(p) + k - 1, t].item() for k, t in enumerate(p))
                      for r, p in enumerate(prefixes)]
-        # every continuation of a row side by side: which continuation each token belongs to, and its offset in it
-        rows = [[(c, j, t) for c, suffix in enumerate(encoded[i][1]) for j, t in enumerate(suffix)] for i in idx]
-        length = max(map(len, rows))
+        # each row's trie, padded: its tokens, the node each token continues (-1: the source) and its depth
+        tries = [encoded[i][1] for i in idx]
+        length = max(len(t[0]) for t in tries)
         sids = torch.full((len(idx), length), pad, dtype=torch.long)
-        owner = torch.full((len(idx), length), -1, dtype=torch.long)
-        offset = torch.zeros((len(idx), length), dtype=torch.long)
-        for r, row in enumerate(rows):
-            owner[r, :len(row)] = torch.tensor([c for c, _, _ in row])
-            offset[r, :len(row)] = torch.tensor([j for _, j, _ in row])
-            sids[r, :len(row)] = torch.tensor([t for _, _, t in row])
-        sees = (owner[:, :, None] == owner[:, None, :]) & (offset[:, None, :] <= offset[:, :, None]) \
-            & (owner[:, None, :] >= 0)
-        sees |= torch.eye(length, dtype=torch.bool)[None]  # padding rows attend to themselves (no empty softmax)
+        parent = torch.full((len(idx), length), -1, dtype=torch.long)
+        depth = torch.zeros((len(idx), length), dtype=torch.long)
+        sees = torch.eye(length, dtype=torch.bool).repeat(len(idx), 1, 1)  # padding attends to itself only
+        for r, (tokens, parents, depths, _) in enumerate(tries):
+            sids[r, :len(tokens)], parent[r, :len(tokens)] = torch.tensor(tokens), torch.tensor(parents)
+            depth[r, :len(tokens)] = torch.tensor(depths)
+            for n, p in enumerate(parents):  # a node sees its parent's ancestors and itself
+                if p >= 0:
+                    sees[r, n] |= sees[r, p]
         allowed = torch.cat([mask.bool().cpu()[:, None, :].expand(-1, length, -1), sees], -1)[:, None]
-        query = positions[:, -1:].cpu() + 1 + offset
+        query = positions[:, -1:].cpu() + 1 + depth
         logp = model(input_ids=sids.to(device), attention_mask=attention_bias(
                          model.config, allowed, query, torch.cat([positions.cpu(), query], -1), dtype, device),
                      position_ids=query.to(device), past_key_values=cache, use_cache=True
                      ).logits.float().log_softmax(-1)
-        sids, owner, offset = sids.to(device), owner.to(device), offset.to(device)
-        after = F.pad(logp[:, :-1].gather(2, sids[:, 1:, None]).squeeze(-1), (1, 0))  # token k by position k - 1
-        token_lp = torch.where(offset == 0, first.gather(1, sids), after).masked_fill(owner < 0, 0.0)
-        most = max(len(encoded[i][1]) for i in idx)
-        totals = torch.zeros((len(idx), most), device=device).scatter_add(1, owner.clamp(min=0), token_lp)
-        for r, i in enumerate(idx):
-            out[i] = [shared_lp[r] + v for v in totals[r, :len(encoded[i][1])].tolist()]
+        sids, parent = sids.to(device), parent.to(device)
+        vocab = logp.shape[-1]
+        after = logp.reshape(len(idx), -1).gather(1, parent.clamp(min=0) * vocab + sids)  # token n by its parent
+        token_lp = torch.where(parent < 0, first.gather(1, sids), after).tolist()
+        for r, (i, (_, parents, _, ends)) in enumerate(zip(idx, tries, strict=True)):
+            path = []  # log-probability of the path from the root to each node
+            for n, p in enumerate(parents):
+                path.append(token_lp[r][n] + (path[p] if p >= 0 else 0.0))
+            out[i] = [shared_lp[r] + path[e] for e in ends]
     return out
 
 
@@ -497,13 +535,14 @@ def calibrate(model, tokenizer, sources: list[str], texts: list[str], rows: list
     """Each item's confidence and the model's calibration summary (`calibration`): every candidate label is
     scored after what the model wrote before its label (its rationale, for CoT-before models; `texts` decoded
     with special tokens, so a filler student's unk tokens stay), in the target format, ``[FIN_LABEL] c
-    [FIN_LABEL]``; not sampled. Candidates that are no valid answer (an equation dividing by zero) are left out."""
+    [FIN_LABEL]``, up to the first token of the closing marker (`continuation_ids`); not sampled. Candidates that
+    are no valid answer (an equation dividing by zero) are left out."""
     cands = [[c for c in calibration.candidates(r, label_format, p) if canonical(c, r, label_format) != "<invalid>"]
              for r, p in zip(rows, map(extract_label, texts), strict=True)]
     leads = [(ablations.text_before_label(t) + " ").lstrip() for t in texts]
-    scores = continuation_log_probs(model, tokenizer, sources, [[lead + ablations.wrap_label(c) for c in cs]
+    scores = continuation_log_probs(model, tokenizer, sources, [[f"{lead}{ablations.MARK} {c}" for c in cs]
                                                                 for lead, cs in zip(leads, cands, strict=True)],
-                                    batch_size, desc=f"calibration {desc}", full=False)
+                                    batch_size, desc=f"calibration {desc}", full=False, closing=" " + ablations.MARK)
     items = [calibration.item(lp, [canonical(c, r, label_format) for c in cs], pc, gc)
              for lp, cs, r, pc, gc in zip(scores, cands, rows, classes, gold_classes, strict=True)]
     confidence, correct, dists, gold_index = (list(x) for x in zip(*items, strict=True))
