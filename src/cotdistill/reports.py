@@ -502,6 +502,9 @@ def save_figure(fig, out_prefix: str) -> None:
     pyplot().close(fig)
 
 
+LEVEL_COLOURS = {"none": "C7", "cot_before": "C9", "cot_after": "C8"}  # the same in every figure; sweeps from C0
+
+
 def write_sweep_figure(summary: pd.DataFrame, config: dict, kind: ReportKind, title: str, out_prefix: str) -> None:
     """Accuracy against the swept parameter (Figures 3 and 4): one panel per dataset x student, one line per
     series of the sweep (e.g. mask before / after), interval bands, and the levels of the other ablations
@@ -524,7 +527,8 @@ def write_sweep_figure(summary: pd.DataFrame, config: dict, kind: ReportKind, ti
             ax.plot(x, y, marker="o", label=f"{kind.sweep_kind} {label}".strip())
             ax.fill_between(x, lo, hi, alpha=0.2)
         for j, r in enumerate(cell[[specs[a]["kind"] != kind.sweep_kind for a in cell["ablation"]]].itertuples()):
-            ax.axhline(r.accuracy, color=f"C{len(series) + j}", linestyle="--", label=r.ablation)
+            colour = LEVEL_COLOURS.get(specs[r.ablation]["kind"], f"C{len(series) + j}")
+            ax.axhline(r.accuracy, color=colour, linestyle="--", label=r.ablation)
         ax.axhline(cell["majority_rate"].iloc[0], color="k", linestyle=":", label="majority")
         ax.set_xlabel(kind.sweep)
         ax.set_ylabel("accuracy % (95% CI, items x seeds)")
