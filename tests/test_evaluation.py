@@ -327,3 +327,31 @@ def test_evaluation_reports_calibration_over_the_choices(marker_model, tmp_path)
     assert cal["accuracy"] == pytest.approx(out["accuracy"]) and 0 <= cal["ece"] <= 1 and cal["bins"] == 10
     assert sum(b["count"] for b in cal["reliability"]) == 6 and cal["candidates"] == "the item's choices"
     assert json.loads((tmp_path / "e.json").read_text())["calibration"] == cal
+
+
+@pytest.mark.parametrize("label_format", ["letter", "text"])
+def test_label_first_answers_and_calibration_come_from_one_trie_pass(marker_model, label_format):
+    """`answer_and_calibrate` reads greedy decoding's text off the pass that scores the candidates: the same
+    texts as `generate`, the same candidate log-probabilities as scoring them after the text, in two forward
+    passes per batch; items greedy decoding takes out of the trie are handed back, not guessed."""
+    from cotdistill.evaluation import answer_and_calibrate, candidate_log_probs
+
+    tok, model = load_model(marker_model)
+    rows = csqa_test(8).to_dict("records")
+    sources = [format_source(r) for r in rows]
+    plain = generate(model, tok, sources, 30, batch_size=4)
+    passes = []
+    hook = model.register_forward_pre_hook(lambda module, args: passes.append(1))
+    texts, raw, log_probs, missed = answer_and_calibrate(model, tok, sources, rows, label_format, 30, batch_size=4)
+    hook.remove()
+    assert len(passes) == 2 * 2
+    if label_format == "letter":  # the model was trained on letters: every item is answered in the trie
+        assert missed == [] and texts == plain
+    else:  # it writes letters where the candidates are answer texts: every item leaves the trie
+        assert sorted(missed) == list(range(8))
+    expected = candidate_log_probs(model, tok, sources, plain, rows, label_format, batch_size=4)
+    for i in set(range(8)) - set(missed):
+        assert log_probs[i] == pytest.approx(expected[i], abs=1e-4)
+    # a budget that ends inside the label: greedy's text stops there too
+    short, _, _, missed = answer_and_calibrate(model, tok, sources, rows, "letter", 8, batch_size=4)
+    assert missed == [] and short == generate(model, tok, sources, 8, batch_size=4)

@@ -15,6 +15,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -120,17 +121,12 @@ def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_si
     out: list[str] = [""] * len(sources)
     raw: list[str] = [""] * len(sources)
     device = next(model.parameters()).device
-    closing = closing_ids(tokenizer) if stop_at_marker else None
-    eos = model.generation_config.eos_token_id
-    eos = (set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}) - {None}
+    finished = stop_rule(model, tokenizer, stop_at_marker)
     if getattr(model.config, "sliding_window", None):
         draft, candidates = None, None  # rejected draft entries stay in the cache and would narrow the window
     draft_ids = target_prefix_ids(tokenizer, draft) if draft else []
     marked = [[tokenizer(" " + ablations.wrap_label(c), add_special_tokens=False)["input_ids"] for c in cands]
               for cands in candidates] if candidates is not None and not seq2seq else None
-
-    def finished(gen: list[int]) -> bool:
-        return gen[-1] in eos or (closing is not None and closes_marker(tokenizer, gen, closing))
 
     for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
         idx = order[start:start + batch_size]
@@ -147,6 +143,19 @@ def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_si
                                  tokenizer.batch_decode(rows, skip_special_tokens=False), strict=True):
             out[i], raw[i] = text, full
     return (out, raw) if return_raw else out
+
+
+def stop_rule(model, tokenizer, stop_at_marker: bool = True) -> Callable[[list[int]], bool]:
+    """Whether a row's generated ids are done: EOS (the generation config's and the tokenizer's, which training
+    appends to every target) or, with `stop_at_marker`, the closing marker."""
+    closing = closing_ids(tokenizer) if stop_at_marker else None
+    eos = model.generation_config.eos_token_id
+    eos = (set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}) - {None}
+
+    def finished(gen: list[int]) -> bool:
+        return gen[-1] in eos or (closing is not None and closes_marker(tokenizer, gen, closing))
+
+    return finished
 
 
 def target_prefix_ids(tokenizer, text: str) -> list[int]:
@@ -354,40 +363,52 @@ def attention_bias(config, allowed: torch.Tensor, query_pos: torch.Tensor, key_p
     return bias(near)
 
 
+@dataclass
+class TrieScore:
+    """One source's scored continuations (`trie_scores`): the prefix every continuation shares (fed with the
+    source), the trie of the rest, and the model's verdict at each position: `prefix_lp`, the log-probability of
+    each prefix token (empty unless asked for); `prefix_next`, the argmax predicting each prefix token and then the
+    first token after the prefix; `node_lp`, each trie node's path log-probability from the trie's root; and
+    `node_next`, the argmax after each node."""
+
+    prefix: list[int]
+    trie: tuple[list[int], list[int], list[int], list[int]]
+    prefix_lp: list[float]
+    prefix_next: list[int]
+    node_lp: list[float]
+    node_next: list[int]
+
+
 @torch.inference_mode()
-def continuation_log_probs(model, tokenizer, sources: list[str], continuations: list[list[str]],
-                           batch_size: int = 16, max_tokens: int = 2048, desc: str = "score",
-                           full: bool = True, closing: str = "") -> list[list[float]]:
-    """Log-probability of each continuation of each source, tokenized as training tokenizes targets (source with
-    special tokens, then ``" " + continuation``; with `closing`, see `continuation_ids`). A source and the token
-    prefix all its continuations share are encoded once, in one cached forward pass over a batch of sources (which
-    also scores that prefix). All the continuations of a source then go through one more pass as one row over that
-    cache, as their token trie (`token_trie`): each token attends to the source and to its own ancestors only (a 4D
-    attention mask, positions restarting after the source), so scoring k candidate labels costs about one prefill,
-    not k, a beginning several share is computed once, and the cache is never copied per candidate. At most
-    `batch_size` sources and `max_tokens` trie tokens per pass. ``full=False`` leaves out the shared prefix's
-    log-probability, the same for every continuation of a source (normalising over them cancels it), and keeps
-    logits at one position per source. Encoder-decoder students: `seq2seq_log_probs` (always the full sequence)."""
+def trie_scores(model, tokenizer, sources: list[str], sequences: list[list[list[int]]], batch_size: int = 16,
+                max_tokens: int = 2048, desc: str = "score", full: bool = True,
+                min_own: list[int] | None = None) -> list[TrieScore]:
+    """Scores of token `sequences` (each non-empty) after each source, tokenized with special tokens. A source and
+    the token prefix all its sequences share are encoded once, in one cached forward pass over a batch of sources
+    (which also scores that prefix). All the sequences of a source then go through one more pass as one row over
+    that cache, as their token trie (`token_trie`): each token attends to the source and to its own ancestors only
+    (a 4D attention mask, positions restarting after the source), so scoring k candidate labels costs about one
+    prefill, not k, a beginning several share is computed once, and the cache is never copied per candidate. At
+    most `batch_size` sources and `max_tokens` trie tokens per pass. `full`: also score and verify the shared
+    prefix (else logits are kept at one position per source). `min_own[i]`: the shared prefix stops at least that
+    many tokens before the end of source i's shortest sequence (default 1: every sequence keeps a token of its own)."""
     from transformers import DynamicCache
 
-    if getattr(model.config, "is_encoder_decoder", False):
-        return seq2seq_log_probs(model, tokenizer, sources, continuations, batch_size, max_tokens, desc, closing)
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = []
-    for src, conts in zip(sources, continuations, strict=True):
-        ids = [continuation_ids(tokenizer, c, closing) for c in conts]
-        shared = 0  # leave every continuation at least one token of its own
-        while shared < min(map(len, ids)) - 1 and all(c[shared] == ids[0][shared] for c in ids):
+    for i, (src, ids) in enumerate(zip(sources, sequences, strict=True)):
+        shared, own = 0, min_own[i] if min_own else 1
+        while shared < min(map(len, ids)) - own and all(c[shared] == ids[0][shared] for c in ids):
             shared += 1
-        encoded.append((tokenizer(src, add_special_tokens=True)["input_ids"] + ids[0][:shared],
-                        token_trie([c[shared:] for c in ids]), ids[0][:shared] if full else []))
-    order = sorted(range(len(sources)), key=lambda i: len(encoded[i][0]))
-    batches = token_batches(order, [len(e[1][0]) for e in encoded], batch_size, max_tokens)
-    out: list[list[float]] = [[] for _ in sources]
+        encoded.append((tokenizer(src, add_special_tokens=True)["input_ids"], ids[0][:shared],
+                        token_trie([c[shared:] for c in ids])))
+    order = sorted(range(len(sources)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
+    batches = token_batches(order, [len(e[2][0]) for e in encoded], batch_size, max_tokens)
+    out: list[TrieScore | None] = [None] * len(sources)
     for idx in tqdm(batches, desc=desc, unit="batch"):
-        contexts = [encoded[i][0] for i in idx]
+        contexts = [encoded[i][0] + encoded[i][1] for i in idx]
         width = max(map(len, contexts))
         ids = torch.full((len(idx), width), pad, dtype=torch.long)
         mask = torch.zeros((len(idx), width), dtype=torch.long)
@@ -396,15 +417,14 @@ def continuation_log_probs(model, tokenizer, sources: list[str], continuations: 
         ids, mask = ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=model.config)
-        prefixes = [encoded[i][2] for i in idx]
+        prefixes = [encoded[i][1] if full else [] for i in idx]
         keep = max(map(len, prefixes)) + 1  # logits over each shared prefix and the first token after it
         head = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                      use_cache=True, logits_to_keep=keep).logits.float().log_softmax(-1)
         first = head[:, -1]
-        shared_lp = [sum(head[r, keep - len(p) + k - 1, t].item() for k, t in enumerate(p))
-                     for r, p in enumerate(prefixes)]
+        head_next = head.argmax(-1).tolist()
         # each row's trie, padded: its tokens, the node each token continues (-1: the source) and its depth
-        tries = [encoded[i][1] for i in idx]
+        tries = [encoded[i][2] for i in idx]
         length = max(len(t[0]) for t in tries)
         sids = torch.full((len(idx), length), pad, dtype=torch.long)
         parent = torch.full((len(idx), length), -1, dtype=torch.long)
@@ -422,16 +442,91 @@ def continuation_log_probs(model, tokenizer, sources: list[str], continuations: 
                          model.config, allowed, query, torch.cat([positions.cpu(), query], -1), dtype, device),
                      position_ids=query.to(device), past_key_values=cache, use_cache=True
                      ).logits.float().log_softmax(-1)
+        node_next = logp.argmax(-1).tolist()
         sids, parent = sids.to(device), parent.to(device)
         vocab = logp.shape[-1]
         after = logp.reshape(len(idx), -1).gather(1, parent.clamp(min=0) * vocab + sids)  # token n by its parent
         token_lp = torch.where(parent < 0, first.gather(1, sids), after).tolist()
-        for r, (i, (_, parents, _, ends)) in enumerate(zip(idx, tries, strict=True)):
-            path = []  # log-probability of the path from the root to each node
-            for n, p in enumerate(parents):
-                path.append(token_lp[r][n] + (path[p] if p >= 0 else 0.0))
-            out[i] = [shared_lp[r] + path[e] for e in ends]
+        for r, (i, trie) in enumerate(zip(idx, tries, strict=True)):
+            p = prefixes[r]
+            path: list[float] = []  # log-probability of the path from the root to each node
+            for n, q in enumerate(trie[1]):
+                path.append(token_lp[r][n] + (path[q] if q >= 0 else 0.0))
+            out[i] = TrieScore(encoded[i][1], trie, [head[r, keep - len(p) + k - 1, t].item() for k, t in enumerate(p)],
+                               head_next[r][keep - len(p) - 1:], path, node_next[r][:len(trie[0])])
     return out
+
+
+def continuation_log_probs(model, tokenizer, sources: list[str], continuations: list[list[str]],
+                           batch_size: int = 16, max_tokens: int = 2048, desc: str = "score",
+                           full: bool = True, closing: str = "") -> list[list[float]]:
+    """Log-probability of each continuation of each source, tokenized as training tokenizes targets (source with
+    special tokens, then ``" " + continuation``; with `closing`, see `continuation_ids`), scored as one trie per
+    source over a cached prefill (`trie_scores`). ``full=False`` leaves out the shared prefix's log-probability,
+    the same for every continuation of a source (normalising over them cancels it). Encoder-decoder students:
+    `seq2seq_log_probs` (always the full sequence)."""
+    if getattr(model.config, "is_encoder_decoder", False):
+        return seq2seq_log_probs(model, tokenizer, sources, continuations, batch_size, max_tokens, desc, closing)
+    sequences = [[continuation_ids(tokenizer, c, closing) for c in conts] for conts in continuations]
+    scored = trie_scores(model, tokenizer, sources, sequences, batch_size, max_tokens, desc, full)
+    return [[sum(t.prefix_lp) + t.node_lp[e] for e in t.trie[3]] for t in scored]
+
+
+def greedy_in_trie(score: TrieScore, finished: Callable[[list[int]], bool], max_new_tokens: int) -> list[int] | None:
+    """Greedy decoding's continuation read off a scored trie (`trie_scores` with `full`), or None where it leaves
+    the trie before it finishes: every token taken is the model's argmax after the tokens before it."""
+    children: dict[tuple[int, int], int] = {(q, t): n for n, (t, q) in enumerate(zip(*score.trie[:2], strict=True))}
+    generated: list[int] = []
+    for token, best in zip(score.prefix, score.prefix_next, strict=False):
+        if best != token:
+            return None
+        generated.append(token)
+        if finished(generated) or len(generated) >= max_new_tokens:
+            return generated
+    node, best = -1, score.prefix_next[-1]
+    while (node, best) in children:
+        generated.append(best)
+        if finished(generated) or len(generated) >= max_new_tokens:
+            return generated
+        node = children[node, best]
+        best = score.node_next[node]
+    return None
+
+
+def answer_and_calibrate(model, tokenizer, sources: list[str], rows: list[dict], label_format: str,
+                         max_new_tokens: int, batch_size: int, desc: str = "") -> tuple[list[str], list[str],
+                                                                                        list[list[float]], list[int]]:
+    """Label-first decoding and calibration from one prefill and one trie pass per batch: each item's candidates,
+    written ``[FIN_LABEL] c [FIN_LABEL]`` as targets are, go into `trie_scores`, whose argmaxes give greedy
+    decoding's text wherever it writes one of them (`greedy_in_trie`) and whose log-probabilities up to the first
+    token of the closing marker are `calibrate`'s. Returns texts, raw texts (special tokens kept), each item's
+    candidate log-probabilities, and the items greedy decoding took out of the trie: those the caller decodes and
+    calibrates as before (`generate`, `calibrate`), as it does an item whose prediction changes its candidates
+    (a SVAMP equation outside the set)."""
+    finished = stop_rule(model, tokenizer)
+    closing = " " + ablations.MARK
+    cands = [valid_candidates(r, label_format) for r in rows]
+    conts = [[f"{ablations.MARK} {c}" for c in cs] for cs in cands]
+    whole = [[tokenizer(" " + c + closing, add_special_tokens=False)["input_ids"] for c in cs] for cs in conts]
+    scored_len = [[len(continuation_ids(tokenizer, c, closing)) for c in cs] for cs in conts]
+    own = [min(map(len, ws)) - min(ns) + 1 for ws, ns in zip(whole, scored_len, strict=True)]  # prefix < scored
+    scored = trie_scores(model, tokenizer, sources, whole, batch_size, desc=f"eval {desc}", min_own=own)
+    texts, raw, log_probs, missed = [""] * len(rows), [""] * len(rows), [[] for _ in rows], []
+    for i, (score, row) in enumerate(zip(scored, rows, strict=True)):
+        ids = greedy_in_trie(score, finished, max_new_tokens)
+        if ids is None:
+            missed.append(i)
+            continue
+        texts[i], raw[i] = tokenizer.decode(ids, skip_special_tokens=True), tokenizer.decode(ids)
+        if valid_candidates(row, label_format, extract_label(texts[i])) != cands[i]:
+            missed.append(i)
+            continue
+        _, parents, depths, ends = score.trie
+        for end, n in zip(ends, scored_len[i], strict=True):
+            while depths[end] > n - len(score.prefix) - 1:  # up to the candidate's first closing token
+                end = parents[end]
+            log_probs[i].append(score.node_lp[end])
+    return texts, raw, log_probs, missed
 
 
 def canonical(pred: str | None, row: dict, label_format: str) -> str | None:
@@ -479,8 +574,9 @@ def evaluate(model_dir: str, data: str, ablation: str, label_first: bool, label_
              precision: str = EVALUATION["precision"], prefix: str = "") -> dict:
     """Evaluate one fine-tuned model on one test split and write eval JSON, predictions and speed.
 
-    Label-first models generate up to the closing marker within the longest label's budget; the others generate
-    their rationale first, up to `max_new_tokens`. Weights load in bf16 where `precision` says so (auto: on GPUs
+    Label-first models generate up to the closing marker within the longest label's budget, read off the same
+    pass that scores their candidates for calibration (`answer_and_calibrate`; decoder-only students); the others
+    generate their rationale first, up to `max_new_tokens`, and are calibrated in a second pass after it. Weights load in bf16 where `precision` says so (auto: on GPUs
     with bf16; fp32 on CPUs, for reproducible eval JSON, `use_bf16`), fp32 otherwise. `prefix` goes before every input (a multi-task model's predict task).
     """
     from transformers import AutoTokenizer
@@ -497,17 +593,32 @@ def evaluate(model_dir: str, data: str, ablation: str, label_first: bool, label_
                                                                             EVALUATION["max_new_tokens"])
     sources = [prefix + format_source(r) for r in rows]
     start = time.perf_counter()
-    offered = [calibration.candidates(r, label_format) for r in rows] if label_first else None  # drafts only
-    texts, raw = generate(model, tok, sources, max_new, batch_size, desc=f"eval {ablation}",
-                          draft=ablations.MARK if label_first else None, return_raw=True, candidates=offered)
+    missed = list(range(len(rows)))
+    if label_first and not getattr(model.config, "is_encoder_decoder", False):
+        texts, raw, log_probs, missed = answer_and_calibrate(model, tok, sources, rows, label_format, max_new,
+                                                             batch_size, ablation)
+    else:
+        texts, raw, log_probs = [""] * len(rows), [""] * len(rows), [[] for _ in rows]
+    if missed:  # CoT-before models, encoder-decoders and the items greedy decoding took out of the trie
+        sub = [sources[i] for i in missed]
+        offered = [calibration.candidates(rows[i], label_format) for i in missed] if label_first else None
+        new_texts, new_raw = generate(model, tok, sub, max_new, batch_size, desc=f"eval {ablation}",
+                                      draft=ablations.MARK if label_first else None, return_raw=True,
+                                      candidates=offered)
+        for i, text, full in zip(missed, new_texts, new_raw, strict=True):
+            texts[i], raw[i] = text, full
     seconds = time.perf_counter() - start
     preds = [extract_label(t) for t in texts]
     classes = [canonical(p, r, label_format) for p, r in zip(preds, rows, strict=True)]
     gold_classes = [canonical(g, r, label_format) for g, r in zip(gold, rows, strict=True)]
     n_choices = len(rows[0]["choices"]) if rows and rows[0]["task"] != "math" else None
     start = time.perf_counter()
-    confidence, calibrated = calibrate(model, tok, sources, raw, rows, classes, gold_classes, label_format,
-                                       batch_size, ablation)
+    if missed:
+        for i, lp in zip(missed, candidate_log_probs(model, tok, [sources[i] for i in missed],
+                                                     [raw[i] for i in missed], [rows[i] for i in missed],
+                                                     label_format, batch_size, ablation), strict=True):
+            log_probs[i] = lp
+    confidence, calibrated = calibrate(log_probs, raw, rows, classes, gold_classes, label_format)
     calibration_seconds = time.perf_counter() - start
     result = {**score(classes, gold_classes, n_choices), "ablation": ablation, "label_format": label_format,
               "model": str(Path(model_dir)),
@@ -519,7 +630,7 @@ def evaluate(model_dir: str, data: str, ablation: str, label_first: bool, label_
                                    "predicted_class": classes, "gold": [normalise(g) for g in gold],
                                    "gold_class": gold_classes, "confidence": confidence}), out_predictions)
     io.write_json({"examples_per_s": len(rows) / seconds if seconds else None, "seconds": seconds,
-                   "calibration_seconds": calibration_seconds,
+                   "calibration_seconds": calibration_seconds, "calibrated_in_decoding": len(rows) - len(missed),
                    "n": len(rows), "device": str(next(model.parameters()).device), "threads": threads,
                    "batch_size": batch_size, "dtype": str(dtype).removeprefix("torch.")}, out_speed)
     io.write_json(result, out_json)
@@ -530,21 +641,33 @@ def evaluate(model_dir: str, data: str, ablation: str, label_first: bool, label_
     return result
 
 
-def calibrate(model, tokenizer, sources: list[str], texts: list[str], rows: list[dict], classes: list[str | None],
-              gold_classes: list[str], label_format: str, batch_size: int, desc: str = "") -> tuple[list[float], dict]:
-    """Each item's confidence and the model's calibration summary (`calibration`): every candidate label is
-    scored after what the model wrote before its label (its rationale, for CoT-before models; `texts` decoded
-    with special tokens, so a filler student's unk tokens stay), in the target format, ``[FIN_LABEL] c
-    [FIN_LABEL]``, up to the first token of the closing marker (`continuation_ids`); not sampled. Candidates that
-    are no valid answer (an equation dividing by zero) are left out."""
-    cands = [[c for c in calibration.candidates(r, label_format, p) if canonical(c, r, label_format) != "<invalid>"]
-             for r, p in zip(rows, map(extract_label, texts), strict=True)]
+def valid_candidates(row: dict, label_format: str, predicted: str | None = None) -> list[str]:
+    """The candidate labels an item's confidence is normalised over (`calibration.candidates`), less those that
+    are no valid answer (an equation dividing by zero)."""
+    return [c for c in calibration.candidates(row, label_format, predicted)
+            if canonical(c, row, label_format) != "<invalid>"]
+
+
+def candidate_log_probs(model, tokenizer, sources: list[str], texts: list[str], rows: list[dict], label_format: str,
+                        batch_size: int, desc: str = "") -> list[list[float]]:
+    """Each item's `valid_candidates` scored after what the model wrote before its label (its rationale, for
+    CoT-before models; `texts` decoded with special tokens, so a filler student's unk tokens stay), in the target
+    format, ``[FIN_LABEL] c [FIN_LABEL]``, up to the first token of the closing marker (`continuation_ids`); not
+    sampled."""
+    cands = [valid_candidates(r, label_format, extract_label(t)) for r, t in zip(rows, texts, strict=True)]
     leads = [(ablations.text_before_label(t) + " ").lstrip() for t in texts]
-    scores = continuation_log_probs(model, tokenizer, sources, [[f"{lead}{ablations.MARK} {c}" for c in cs]
-                                                                for lead, cs in zip(leads, cands, strict=True)],
-                                    batch_size, desc=f"calibration {desc}", full=False, closing=" " + ablations.MARK)
-    items = [calibration.item(lp, [canonical(c, r, label_format) for c in cs], pc, gc)
-             for lp, cs, r, pc, gc in zip(scores, cands, rows, classes, gold_classes, strict=True)]
+    return continuation_log_probs(model, tokenizer, sources, [[f"{lead}{ablations.MARK} {c}" for c in cs]
+                                                              for lead, cs in zip(leads, cands, strict=True)],
+                                  batch_size, desc=f"calibration {desc}", full=False, closing=" " + ablations.MARK)
+
+
+def calibrate(log_probs: list[list[float]], texts: list[str], rows: list[dict], classes: list[str | None],
+              gold_classes: list[str], label_format: str) -> tuple[list[float], dict]:
+    """Each item's confidence and the model's calibration summary (`calibration`) from its candidates'
+    log-probabilities (`candidate_log_probs`, or `answer_and_calibrate` for label-first models)."""
+    items = [calibration.item(lp, [canonical(c, r, label_format) for c in valid_candidates(r, label_format,
+                                                                                         extract_label(t))], pc, gc)
+             for lp, t, r, pc, gc in zip(log_probs, texts, rows, classes, gold_classes, strict=True)]
     confidence, correct, dists, gold_index = (list(x) for x in zip(*items, strict=True))
     math = bool(rows) and rows[0]["task"] == "math"
     return confidence, {**calibration.summary(confidence, correct, dists, gold_index),
