@@ -258,3 +258,25 @@ def test_published_numbers_only_for_the_papers_settings():
     config = {"ablations": {"dss": dss}, "students": {"t5": "T5-base"}, "datasets": {"cqa": "CSQA"}}
     assert published_calibration(config, "dss", "t5", "cqa") == (11.75, 42.79)
     assert published_calibration({**config, "labels": "teacher"}, "dss", "t5", "cqa") is None
+
+
+def test_sweep_figure_keeps_the_reference_colours_for_the_reference_levels(tmp_path, monkeypatch):
+    """No-CoT, CoT-before and CoT-after lines are the same colour in every figure, and no sweep line or other level
+    takes one of theirs, however many lines a panel has."""
+    from matplotlib.colors import to_hex
+
+    from cotdistill import reports
+
+    specs = {"none": {"kind": "none"}, "cot_before": {"kind": "cot_before"}, "cot_after": {"kind": "cot_after"},
+             "shuffle": {"kind": "shuffle", "position": "after"},
+             **{f"mask_{u}_{p}": {"kind": "mask", "unit": u, "p": p} for u in "abcdefgh" for p in (0.1, 0.5)}}
+    summary = pd.DataFrame([{"dataset": "csqa", "student": "s", "ablation": a, "accuracy": 30.0 + i,
+                             "ci_low": 25.0, "ci_high": 35.0, "majority_rate": 20.0} for i, a in enumerate(specs)])
+    figures = []
+    monkeypatch.setattr(reports, "save_figure", lambda fig, prefix: figures.append(fig))
+    reports.write_sweep_figure(summary, {"ablations": specs}, REPORTS.get("figure4"), "t", str(tmp_path / "f"))
+    lines = {line.get_label(): to_hex(line.get_color()) for line in figures[0].axes[0].get_lines()}
+    reserved = {to_hex(c) for c in reports.LEVEL_COLOURS.values()}
+    assert {lines[a] for a in ("none", "cot_before", "cot_after")} == reserved
+    assert len([a for a in lines if a.startswith("mask")]) == 8
+    assert not {c for a, c in lines.items() if a not in ("none", "cot_before", "cot_after", "majority")} & reserved

@@ -502,7 +502,8 @@ def save_figure(fig, out_prefix: str) -> None:
     pyplot().close(fig)
 
 
-LEVEL_COLOURS = {"none": "C7", "cot_before": "C9", "cot_after": "C8"}  # the same in every figure; sweeps from C0
+LEVEL_COLOURS = {"none": "C7", "cot_before": "C9", "cot_after": "C8"}  # the same in every figure
+FREE_COLOURS = [c for c in (f"C{i}" for i in range(10)) if c not in LEVEL_COLOURS.values()]  # sweeps and the rest
 
 
 def write_sweep_figure(summary: pd.DataFrame, config: dict, kind: ReportKind, title: str, out_prefix: str) -> None:
@@ -522,12 +523,13 @@ def write_sweep_figure(summary: pd.DataFrame, config: dict, kind: ReportKind, ti
             label = " ".join(f"{v}" if k == "position" else f"{k}={v}" for k, v in sorted(spec.items())
                              if k not in ("kind", kind.sweep) and _varies(swept, specs, k))
             series.setdefault(label, []).append((spec[kind.sweep], r.accuracy, r.ci_low, r.ci_high))
-        for label, pts in series.items():
+        for i, (label, pts) in enumerate(series.items()):
             x, y, lo, hi = map(np.array, zip(*sorted(pts), strict=True))
-            ax.plot(x, y, marker="o", label=f"{kind.sweep_kind} {label}".strip())
-            ax.fill_between(x, lo, hi, alpha=0.2)
+            colour = FREE_COLOURS[i % len(FREE_COLOURS)]
+            ax.plot(x, y, marker="o", color=colour, label=f"{kind.sweep_kind} {label}".strip())
+            ax.fill_between(x, lo, hi, color=colour, alpha=0.2)
         for j, r in enumerate(cell[[specs[a]["kind"] != kind.sweep_kind for a in cell["ablation"]]].itertuples()):
-            colour = LEVEL_COLOURS.get(specs[r.ablation]["kind"], f"C{len(series) + j}")
+            colour = LEVEL_COLOURS.get(specs[r.ablation]["kind"], FREE_COLOURS[(len(series) + j) % len(FREE_COLOURS)])
             ax.axhline(r.accuracy, color=colour, linestyle="--", label=r.ablation)
         ax.axhline(cell["majority_rate"].iloc[0], color="k", linestyle=":", label="majority")
         ax.set_xlabel(kind.sweep)
