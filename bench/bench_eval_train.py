@@ -1,8 +1,9 @@
 """Speed of the pipeline's hot paths, each against a bound or a baseline run in the same process.
 
 (a) label-first evaluation (the CoT-after model), in the precision evaluation picks (`precision: auto`): the
-    pipeline's path (label budget, the opening marker and then the rest of a started candidate label as verified
-    drafts, stop at the closing marker) against the prefill bound (one forward pass over the same prompts, same
+    decoding path (label budget, the opening marker and then the rest of a started candidate label as verified
+    drafts, stop at the closing marker) and evaluate's path (greedy read off the pass that scores the candidates
+    for calibration, against decoding and then calibrating in a second prefill) against the prefill bound (one forward pass over the same prompts, same
     batches), against `model.generate` up to EOS or 256 new tokens, and against 256 new tokens forced (EOS ignored:
     what evaluating a fixed 256-token generation costs); identical labels checked. CoT-before evaluation: the pipeline's path (finished rows leave the batch)
     against `model.generate` with the same marker stop and for 256 tokens, both decoding every row until the whole
@@ -46,7 +47,8 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, StoppingCriteria,
 
 from cotdistill.ablations import MARK
 from cotdistill.calibration import candidates
-from cotdistill.evaluation import answer_budget, closes_marker, closing_ids, generate, parse_label
+from cotdistill.evaluation import (answer_and_calibrate, answer_budget, candidate_log_probs, closes_marker, closing_ids,
+                                   generate, parse_label)
 from cotdistill.targets import format_source
 from cotdistill.precision import matmul_peak, use_bf16
 from cotdistill.training import Collator, build_trainer, target_loss
@@ -125,19 +127,28 @@ def bench_eval(model_dir: str, cot_before_dir: str, data: str, n: int, batch_siz
                                           candidates=offered), repeats=3)
     t_marker, marker = timed(lambda: generate(model, tok, sources, budget, batch_size, desc="marker draft only",
                                               draft=MARK), repeats=3)
+    t_joint, (joint, _, _, missed) = timed(answer_and_calibrate, model, tok, sources, rows, label_format, budget,
+                                           batch_size, repeats=3)
+    t_apart, _ = timed(lambda: candidate_log_probs(model, tok, sources, generate(
+        model, tok, sources, budget, batch_size, draft=MARK, candidates=offered), rows, label_format, batch_size))
     t_full, full = timed(hf_generate, model, tok, sources, 256, batch_size, False)
     t_forced, forced = timed(hf_generate, model, tok, sources, 256, batch_size, False, True)
     labels = [parse_label(t) for t in pipe]
-    same = labels == [parse_label(t) for t in marker] == [parse_label(t) for t in full] == [
+    same = labels == [parse_label(t) for t in marker] == [parse_label(t) for t in joint] == [parse_label(t) for t in full] == [
         parse_label(t) for t in forced]
     print(f"    label first (CoT after), {budget}-token budget, marker + candidate drafts: {n / t_pipe:6.2f} examples/s")
     print(f"    label first, opening-marker draft only:                    {n / t_marker:6.2f} examples/s")
+    print(f"    label first with calibration, one trie pass (evaluate's path): {n / t_joint:6.2f} examples/s "
+          f"({n - len(missed)}/{n} items answered in the trie)")
+    print(f"    label first, then calibration in a second prefill:         {n / t_apart:6.2f} examples/s "
+          f"(ratio {t_apart / t_joint:.1f}x)")
     print(f"    prefill bound (one forward pass, same batches):            {n / t_prefill:6.2f} examples/s")
     print(f"    model.generate to EOS or 256 new tokens:                   {n / t_full:6.2f} examples/s")
     print(f"    model.generate, 256 new tokens forced (EOS ignored):       {n / t_forced:6.2f} examples/s")
     print(f"    (label first and prefill: best of 3 runs) ratio to the prefill bound: {t_prefill / t_pipe:.0%} "
           f"(marker draft only: {t_prefill / t_marker:.0%}); against generate to EOS: {t_full / t_pipe:.1f}x, "
-          f"against 256 forced tokens: {t_forced / t_pipe:.1f}x; identical labels: {same}")
+          f"against 256 forced tokens: {t_forced / t_pipe:.1f}x; identical labels: {same}; with calibration, "
+          f"ratio to the prefill bound: {t_prefill / t_joint:.0%}")
     tok = AutoTokenizer.from_pretrained(cot_before_dir)
     model = AutoModelForCausalLM.from_pretrained(cot_before_dir, dtype=dtype).eval()
     t_pipe, pipe = timed(generate, model, tok, sources, 256, batch_size, True, "CoT before")

@@ -332,8 +332,9 @@ def test_evaluation_reports_calibration_over_the_choices(marker_model, tmp_path)
 @pytest.mark.parametrize("label_format", ["letter", "text"])
 def test_label_first_answers_and_calibration_come_from_one_trie_pass(marker_model, label_format):
     """`answer_and_calibrate` reads greedy decoding's text off the pass that scores the candidates: the same
-    texts as `generate`, the same candidate log-probabilities as scoring them after the text, in two forward
-    passes per batch; items greedy decoding takes out of the trie are handed back, not guessed."""
+    texts as `generate`, the same candidate log-probabilities as scoring them after the text, in three forward
+    passes per batch (prefill, candidates up to the closing marker's first token, the marker's rest); items greedy
+    decoding takes out of the trie are handed back, not guessed."""
     from cotdistill.evaluation import answer_and_calibrate, candidate_log_probs
 
     tok, model = load_model(marker_model)
@@ -344,7 +345,7 @@ def test_label_first_answers_and_calibration_come_from_one_trie_pass(marker_mode
     hook = model.register_forward_pre_hook(lambda module, args: passes.append(1))
     texts, raw, log_probs, missed = answer_and_calibrate(model, tok, sources, rows, label_format, 30, batch_size=4)
     hook.remove()
-    assert len(passes) == 2 * 2
+    assert len(passes) == (3 if label_format == "letter" else 2) * 2  # text: no row reaches a marker's rest
     if label_format == "letter":  # the model was trained on letters: every item is answered in the trie
         assert missed == [] and texts == plain
     else:  # it writes letters where the candidates are answer texts: every item leaves the trie
@@ -355,3 +356,24 @@ def test_label_first_answers_and_calibration_come_from_one_trie_pass(marker_mode
     # a budget that ends inside the label: greedy's text stops there too
     short, _, _, missed = answer_and_calibrate(model, tok, sources, rows, "letter", 8, batch_size=4)
     assert missed == [] and short == generate(model, tok, sources, 8, batch_size=4)
+
+
+def test_greedy_read_off_a_trie_follows_the_argmax_and_refuses_to_guess():
+    """Prefix, trie and tail are taken token by token where the argmax before each agrees; anywhere it does not,
+    or where the walk stops at another node than the tail's, there is no text; `finished` and the budget end it."""
+    from cotdistill.evaluation import TrieScore, greedy_in_trie
+
+    # prefix [1, 2]; trie 3 -> 4 (node 1, candidate A's end) and 3 -> 5 (node 2, candidate B's end); tail after node 1
+    def scored(prefix_next, node_next, tail=(1, [8, 9], [9, 0])):
+        return TrieScore([1, 2], ([3, 4, 5], [-1, 0, 0], [0, 1, 1], [1, 2]), [], prefix_next, [0.0] * 3, node_next,
+                         tail)
+
+    never = lambda g: False  # noqa: E731
+    assert greedy_in_trie(scored([1, 2, 3], [4, 8, 8]), never, 10) is None  # ran out after the tail
+    assert greedy_in_trie(scored([1, 2, 3], [4, 8, 8]), lambda g: g[-1] == 9, 10) == [1, 2, 3, 4, 8, 9]
+    assert greedy_in_trie(scored([1, 2, 3], [4, 8, 8]), never, 4) == [1, 2, 3, 4]  # the budget
+    assert greedy_in_trie(scored([1, 2, 3], [5, 8, 8]), lambda g: g[-1] == 9, 10) is None  # B: no tail there
+    assert greedy_in_trie(scored([1, 2, 3], [4, 7, 8]), lambda g: g[-1] == 9, 10) is None  # the tail refused
+    assert greedy_in_trie(scored([1, 7, 3], [4, 8, 8]), lambda g: g[-1] == 9, 10) is None  # the prefix refused
+    assert greedy_in_trie(scored([1, 2, 6], [4, 8, 8]), lambda g: g[-1] == 9, 10) is None  # no candidate
+    assert greedy_in_trie(scored([1, 2, 3], [4, 8, 8], (1, [8, 9], [7, 0])), lambda g: g[-1] == 9, 10) is None

@@ -369,7 +369,8 @@ class TrieScore:
     source), the trie of the rest, and the model's verdict at each position: `prefix_lp`, the log-probability of
     each prefix token (empty unless asked for); `prefix_next`, the argmax predicting each prefix token and then the
     first token after the prefix; `node_lp`, each trie node's path log-probability from the trie's root; and
-    `node_next`, the argmax after each node."""
+    `node_next`, the argmax after each node; `tail`, where `trie_scores` was asked to go on after a node
+    (`follow`): that node, the tokens fed after it and the argmax after each."""
 
     prefix: list[int]
     trie: tuple[list[int], list[int], list[int], list[int]]
@@ -377,12 +378,13 @@ class TrieScore:
     prefix_next: list[int]
     node_lp: list[float]
     node_next: list[int]
+    tail: tuple[int, list[int], list[int]] | None = None
 
 
 @torch.inference_mode()
 def trie_scores(model, tokenizer, sources: list[str], sequences: list[list[list[int]]], batch_size: int = 16,
-                max_tokens: int = 2048, desc: str = "score", full: bool = True,
-                min_own: list[int] | None = None) -> list[TrieScore]:
+                max_tokens: int = 2048, desc: str = "score", full: bool = True, min_own: list[int] | None = None,
+                follow: Callable[[int, TrieScore], tuple[int, list[int]] | None] | None = None) -> list[TrieScore]:
     """Scores of token `sequences` (each non-empty) after each source, tokenized with special tokens. A source and
     the token prefix all its sequences share are encoded once, in one cached forward pass over a batch of sources
     (which also scores that prefix). All the sequences of a source then go through one more pass as one row over
@@ -391,7 +393,9 @@ def trie_scores(model, tokenizer, sources: list[str], sequences: list[list[list[
     prefill, not k, a beginning several share is computed once, and the cache is never copied per candidate. At
     most `batch_size` sources and `max_tokens` trie tokens per pass. `full`: also score and verify the shared
     prefix (else logits are kept at one position per source). `min_own[i]`: the shared prefix stops at least that
-    many tokens before the end of source i's shortest sequence (default 1: every sequence keeps a token of its own)."""
+    many tokens before the end of source i's shortest sequence (default 1: every sequence keeps a token of its own).
+    ``follow(i, score)`` may name a node of source i's scored trie and tokens to feed after it: they go through a
+    third pass over the same cache, attending to the source and that node's path (`TrieScore.tail`)."""
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
@@ -454,6 +458,25 @@ def trie_scores(model, tokenizer, sources: list[str], sequences: list[list[list[
                 path.append(token_lp[r][n] + (path[q] if q >= 0 else 0.0))
             out[i] = TrieScore(encoded[i][1], trie, [head[r, keep - len(p) + k - 1, t].item() for k, t in enumerate(p)],
                                head_next[r][keep - len(p) - 1:], path, node_next[r][:len(trie[0])])
+        tails = [follow(i, out[i]) if follow else None for i in idx]
+        if any(t and t[1] for t in tails):
+            width = max(len(t[1]) for t in tails if t)
+            tids = torch.full((len(idx), width), pad, dtype=torch.long)
+            tsees = torch.zeros((len(idx), width, length), dtype=torch.bool)
+            tpos = torch.zeros((len(idx), width), dtype=torch.long)
+            for r, t in enumerate(tails):
+                if t and t[1]:
+                    tids[r, :len(t[1])], tsees[r] = torch.tensor(t[1]), sees[r, t[0]]
+                    tpos[r] = query[r, t[0]] + 1 + torch.arange(width)
+            causal = torch.ones((width, width), dtype=torch.bool).tril().expand(len(idx), -1, -1)
+            allowed = torch.cat([mask.bool().cpu()[:, None, :].expand(-1, width, -1), tsees, causal], -1)[:, None]
+            tnext = model(input_ids=tids.to(device), attention_mask=attention_bias(
+                              model.config, allowed, tpos, torch.cat([positions.cpu(), query, tpos], -1), dtype, device),
+                          position_ids=tpos.to(device), past_key_values=cache, use_cache=True
+                          ).logits.argmax(-1).tolist()
+            for r, (i, t) in enumerate(zip(idx, tails, strict=True)):
+                if t and t[1]:
+                    out[i].tail = (t[0], list(t[1]), tnext[r][:len(t[1])])
     return out
 
 
@@ -472,34 +495,57 @@ def continuation_log_probs(model, tokenizer, sources: list[str], continuations: 
     return [[sum(t.prefix_lp) + t.node_lp[e] for e in t.trie[3]] for t in scored]
 
 
-def greedy_in_trie(score: TrieScore, finished: Callable[[list[int]], bool], max_new_tokens: int) -> list[int] | None:
-    """Greedy decoding's continuation read off a scored trie (`trie_scores` with `full`), or None where it leaves
-    the trie before it finishes: every token taken is the model's argmax after the tokens before it."""
-    children: dict[tuple[int, int], int] = {(q, t): n for n, (t, q) in enumerate(zip(*score.trie[:2], strict=True))}
+def trie_walk(score: TrieScore, finished: Callable[[list[int]], bool], max_new_tokens: int
+              ) -> tuple[list[int], int, int, bool]:
+    """Greedy decoding read off a scored trie (`trie_scores` with `full`) as far as it goes: every token taken is
+    the model's argmax after the tokens before it. Returns the tokens, the node it stopped at (-1: the root), the
+    argmax after them, and whether greedy decoding is done there (`finished` or the budget); not done and the
+    argmax no child of the node: the walk left the trie (or reached a tail, `greedy_in_trie`)."""
+    children = {(q, t): n for n, (t, q) in enumerate(zip(*score.trie[:2], strict=True))}
     generated: list[int] = []
     for token, best in zip(score.prefix, score.prefix_next, strict=False):
+        if best != token:
+            return generated, -1, best, False
+        generated.append(token)
+        if finished(generated) or len(generated) >= max_new_tokens:
+            return generated, -1, best, True
+    node, best = -1, score.prefix_next[-1]
+    while (node, best) in children:
+        generated.append(best)
+        node = children[node, best]
+        if finished(generated) or len(generated) >= max_new_tokens:
+            return generated, node, best, True
+        best = score.node_next[node]
+    return generated, node, best, False
+
+
+def greedy_in_trie(score: TrieScore, finished: Callable[[list[int]], bool], max_new_tokens: int) -> list[int] | None:
+    """Greedy decoding's continuation read off a scored trie and its tail (`trie_walk`, then the tokens fed after
+    the node the walk stopped at, each verified by the argmax before it), or None where it leaves them before it
+    finishes."""
+    generated, node, best, done = trie_walk(score, finished, max_new_tokens)
+    if done:
+        return generated
+    if score.tail is None or score.tail[0] != node or node < 0 and len(generated) < len(score.prefix):
+        return None
+    for token, after in zip(*score.tail[1:], strict=True):
         if best != token:
             return None
         generated.append(token)
         if finished(generated) or len(generated) >= max_new_tokens:
             return generated
-    node, best = -1, score.prefix_next[-1]
-    while (node, best) in children:
-        generated.append(best)
-        if finished(generated) or len(generated) >= max_new_tokens:
-            return generated
-        node = children[node, best]
-        best = score.node_next[node]
+        best = after
     return None
 
 
 def answer_and_calibrate(model, tokenizer, sources: list[str], rows: list[dict], label_format: str,
                          max_new_tokens: int, batch_size: int, desc: str = "") -> tuple[list[str], list[str],
                                                                                         list[list[float]], list[int]]:
-    """Label-first decoding and calibration from one prefill and one trie pass per batch: each item's candidates,
-    written ``[FIN_LABEL] c [FIN_LABEL]`` as targets are, go into `trie_scores`, whose argmaxes give greedy
-    decoding's text wherever it writes one of them (`greedy_in_trie`) and whose log-probabilities up to the first
-    token of the closing marker are `calibrate`'s. Returns texts, raw texts (special tokens kept), each item's
+    """Label-first decoding and calibration from the passes that score the candidates: each item's candidates,
+    written ``[FIN_LABEL] c [FIN_LABEL]`` as targets are up to the closing marker's first token, go into
+    `trie_scores`, whose log-probabilities are `calibrate`'s and whose argmaxes give greedy decoding's text wherever
+    it writes one of them; the rest of the closing marker after the candidate greedy decoding wrote is verified in
+    a third, narrow pass (`follow`; `greedy_in_trie`). Returns texts, raw texts (special tokens kept), each item's
     candidate log-probabilities, and the items greedy decoding took out of the trie: those the caller decodes and
     calibrates as before (`generate`, `calibrate`), as it does an item whose prediction changes its candidates
     (a SVAMP equation outside the set)."""
@@ -507,10 +553,17 @@ def answer_and_calibrate(model, tokenizer, sources: list[str], rows: list[dict],
     closing = " " + ablations.MARK
     cands = [valid_candidates(r, label_format) for r in rows]
     conts = [[f"{ablations.MARK} {c}" for c in cs] for cs in cands]
-    whole = [[tokenizer(" " + c + closing, add_special_tokens=False)["input_ids"] for c in cs] for cs in conts]
-    scored_len = [[len(continuation_ids(tokenizer, c, closing)) for c in cs] for cs in conts]
-    own = [min(map(len, ws)) - min(ns) + 1 for ws, ns in zip(whole, scored_len, strict=True)]  # prefix < scored
-    scored = trie_scores(model, tokenizer, sources, whole, batch_size, desc=f"eval {desc}", min_own=own)
+    scored_ids = [[continuation_ids(tokenizer, c, closing) for c in cs] for cs in conts]
+    rests = [[tokenizer(" " + c + closing, add_special_tokens=False)["input_ids"][len(ids):]
+              for c, ids in zip(cs, seqs, strict=True)] for cs, seqs in zip(conts, scored_ids, strict=True)]
+
+    def rest_of_marker(i: int, score: TrieScore) -> tuple[int, list[int]] | None:
+        """Where greedy decoding wrote a candidate up to its closing marker's first token: the marker's rest."""
+        _, node, _, done = trie_walk(score, finished, max_new_tokens)
+        ends = score.trie[3]
+        return None if done or node not in ends else (node, rests[i][ends.index(node)])
+
+    scored = trie_scores(model, tokenizer, sources, scored_ids, batch_size, desc=f"eval {desc}", follow=rest_of_marker)
     texts, raw, log_probs, missed = [""] * len(rows), [""] * len(rows), [[] for _ in rows], []
     for i, (score, row) in enumerate(zip(scored, rows, strict=True)):
         ids = greedy_in_trie(score, finished, max_new_tokens)
@@ -521,11 +574,7 @@ def answer_and_calibrate(model, tokenizer, sources: list[str], rows: list[dict],
         if valid_candidates(row, label_format, extract_label(texts[i])) != cands[i]:
             missed.append(i)
             continue
-        _, parents, depths, ends = score.trie
-        for end, n in zip(ends, scored_len[i], strict=True):
-            while depths[end] > n - len(score.prefix) - 1:  # up to the candidate's first closing token
-                end = parents[end]
-            log_probs[i].append(score.node_lp[end])
+        log_probs[i] = [score.node_lp[end] for end in score.trie[3]]
     return texts, raw, log_probs, missed
 
 
