@@ -641,34 +641,13 @@ def evaluate(model_dir: str, data: str, ablation: str, label_first: bool, label_
     max_new = answer_budget(tok, rows, label_format) if label_first else int(max_new_tokens or
                                                                             EVALUATION["max_new_tokens"])
     sources = [prefix + format_source(r) for r in rows]
-    start = time.perf_counter()
-    missed = list(range(len(rows)))
-    if label_first and not getattr(model.config, "is_encoder_decoder", False):
-        texts, raw, log_probs, missed = answer_and_calibrate(model, tok, sources, rows, label_format, max_new,
-                                                             batch_size, ablation)
-    else:
-        texts, raw, log_probs = [""] * len(rows), [""] * len(rows), [[] for _ in rows]
-    if missed:  # CoT-before models, encoder-decoders and the items greedy decoding took out of the trie
-        sub = [sources[i] for i in missed]
-        offered = [calibration.candidates(rows[i], label_format) for i in missed] if label_first else None
-        new_texts, new_raw = generate(model, tok, sub, max_new, batch_size, desc=f"eval {ablation}",
-                                      draft=ablations.MARK if label_first else None, return_raw=True,
-                                      candidates=offered)
-        for i, text, full in zip(missed, new_texts, new_raw, strict=True):
-            texts[i], raw[i] = text, full
-    seconds = time.perf_counter() - start
+    texts, raw, log_probs, speed = answer(model, tok, sources, rows, label_first, label_format, max_new, batch_size,
+                                          ablation)
     preds = [extract_label(t) for t in texts]
     classes = [canonical(p, r, label_format) for p, r in zip(preds, rows, strict=True)]
     gold_classes = [canonical(g, r, label_format) for g, r in zip(gold, rows, strict=True)]
     n_choices = len(rows[0]["choices"]) if rows and rows[0]["task"] != "math" else None
-    start = time.perf_counter()
-    if missed:
-        for i, lp in zip(missed, candidate_log_probs(model, tok, [sources[i] for i in missed],
-                                                     [raw[i] for i in missed], [rows[i] for i in missed],
-                                                     label_format, batch_size, ablation), strict=True):
-            log_probs[i] = lp
     confidence, calibrated = calibrate(log_probs, raw, rows, classes, gold_classes, label_format)
-    calibration_seconds = time.perf_counter() - start
     result = {**score(classes, gold_classes, n_choices), "ablation": ablation, "label_format": label_format,
               "model": str(Path(model_dir)),
               "decoding": {"greedy": True, "max_new_tokens": max_new, "stop": "closing " + ablations.MARK,
@@ -678,16 +657,47 @@ def evaluate(model_dir: str, data: str, ablation: str, label_first: bool, label_
     io.write_parquet(pd.DataFrame({"id": [r["id"] for r in rows], "generated": texts, "parsed_label": preds,
                                    "predicted_class": classes, "gold": [normalise(g) for g in gold],
                                    "gold_class": gold_classes, "confidence": confidence}), out_predictions)
-    io.write_json({"examples_per_s": len(rows) / seconds if seconds else None, "seconds": seconds,
-                   "calibration_seconds": calibration_seconds, "calibrated_in_decoding": len(rows) - len(missed),
-                   "n": len(rows), "device": str(next(model.parameters()).device), "threads": threads,
+    io.write_json({**speed, "n": len(rows), "device": str(next(model.parameters()).device), "threads": threads,
                    "batch_size": batch_size, "dtype": str(dtype).removeprefix("torch.")}, out_speed)
     io.write_json(result, out_json)
     log.info("%s: accuracy %.4f (95%% CI %.3f-%.3f), majority %.4f, unparsed %d, %.1f examples/s; ECE %.3f, "
              "confidence %.3f (calibration %.0f s)", ablation, result["accuracy"], *result["ci95"],
-             result["majority_rate"], result["unparsed"], len(rows) / seconds, calibrated["ece"],
-             calibrated["confidence"], calibration_seconds)
+             result["majority_rate"], result["unparsed"], speed["examples_per_s"], calibrated["ece"],
+             calibrated["confidence"], speed["calibration_seconds"])
     return result
+
+
+def answer(model, tokenizer, sources: list[str], rows: list[dict], label_first: bool, label_format: str,
+           max_new_tokens: int, batch_size: int, desc: str = "") -> tuple[list[str], list[str], list[list[float]], dict]:
+    """Every item's greedy text, raw text (special tokens kept) and candidate log-probabilities (calibration),
+    and the time they took: decoder-only label-first models through `answer_and_calibrate`, the rest (and the
+    items it hands back) by `generate` and then `candidate_log_probs`. The speed block: `seconds` and
+    `examples_per_s` of decoding (the joint passes included), `calibration_seconds` of the separate scoring
+    pass, `calibrated_in_decoding` the items the joint passes answered."""
+    start = time.perf_counter()
+    missed = list(range(len(rows)))
+    if label_first and not getattr(model.config, "is_encoder_decoder", False):
+        texts, raw, log_probs, missed = answer_and_calibrate(model, tokenizer, sources, rows, label_format,
+                                                             max_new_tokens, batch_size, desc)
+    else:
+        texts, raw, log_probs = [""] * len(rows), [""] * len(rows), [[] for _ in rows]
+    if missed:  # CoT-before models, encoder-decoders and the items greedy decoding took out of the trie
+        offered = [calibration.candidates(rows[i], label_format) for i in missed] if label_first else None
+        new_texts, new_raw = generate(model, tokenizer, [sources[i] for i in missed], max_new_tokens, batch_size,
+                                      desc=f"eval {desc}", draft=ablations.MARK if label_first else None,
+                                      return_raw=True, candidates=offered)
+        for i, text, full in zip(missed, new_texts, new_raw, strict=True):
+            texts[i], raw[i] = text, full
+    seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    if missed:
+        for i, lp in zip(missed, candidate_log_probs(model, tokenizer, [sources[i] for i in missed],
+                                                     [raw[i] for i in missed], [rows[i] for i in missed],
+                                                     label_format, batch_size, desc), strict=True):
+            log_probs[i] = lp
+    return texts, raw, log_probs, {"examples_per_s": len(rows) / seconds if seconds else None, "seconds": seconds,
+                                   "calibration_seconds": time.perf_counter() - start,
+                                   "calibrated_in_decoding": len(rows) - len(missed)}
 
 
 def valid_candidates(row: dict, label_format: str, predicted: str | None = None) -> list[str]:
