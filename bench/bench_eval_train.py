@@ -130,7 +130,8 @@ def bench_eval(model_dir: str, cot_before_dir: str, data: str, n: int, batch_siz
     t_joint, (joint, _, _, speed) = timed(answer, model, tok, sources, rows, True, label_format, budget, batch_size,
                                           repeats=3)
     t_apart, _ = timed(lambda: candidate_log_probs(model, tok, sources, generate(
-        model, tok, sources, budget, batch_size, draft=MARK, candidates=offered), rows, label_format, batch_size))
+        model, tok, sources, budget, batch_size, draft=MARK, candidates=offered), rows, label_format, batch_size),
+        repeats=3)
     t_full, full = timed(hf_generate, model, tok, sources, 256, batch_size, False)
     t_forced, forced = timed(hf_generate, model, tok, sources, 256, batch_size, False, True)
     labels = [parse_label(t) for t in pipe]

@@ -353,9 +353,11 @@ def test_label_first_answers_and_calibration_come_from_one_trie_pass(marker_mode
     expected = candidate_log_probs(model, tok, sources, plain, rows, label_format, batch_size=4)
     for i in set(range(8)) - set(missed):
         assert log_probs[i] == pytest.approx(expected[i], abs=1e-4)
-    # a budget that ends inside the label: greedy's text stops there too
-    short, _, _, missed = answer_and_calibrate(model, tok, sources, rows, "letter", 8, batch_size=4)
-    assert missed == [] and short == generate(model, tok, sources, 8, batch_size=4)
+    # budgets that end inside the opening marker, inside the label and at the closing marker's first token:
+    # greedy's text stops there too
+    for budget in (3, 6, 8):
+        short, _, _, missed = answer_and_calibrate(model, tok, sources, rows, "letter", budget, batch_size=4)
+        assert missed == [] and short == generate(model, tok, sources, budget, batch_size=4)
 
 
 def test_greedy_read_off_a_trie_follows_the_argmax_and_refuses_to_guess():

@@ -369,7 +369,7 @@ class TrieScore:
     source), the trie of the rest, and the model's verdict at each position: `prefix_lp`, the log-probability of
     each prefix token (empty unless asked for); `prefix_next`, the argmax predicting each prefix token and then the
     first token after the prefix; `node_lp`, each trie node's path log-probability from the trie's root; and
-    `node_next`, the argmax after each node; `tail`, where `trie_scores` was asked to go on after a node
+    `node_next`, the argmax after each node (`prefix_lp` and all but the last `prefix_next` only with `full`); `tail`, where `trie_scores` was asked to go on after a node
     (`follow`): that node, the tokens fed after it and the argmax after each."""
 
     prefix: list[int]
@@ -383,7 +383,7 @@ class TrieScore:
 
 @torch.inference_mode()
 def trie_scores(model, tokenizer, sources: list[str], sequences: list[list[list[int]]], batch_size: int = 16,
-                max_tokens: int = 2048, desc: str = "score", full: bool = True, min_own: list[int] | None = None,
+                max_tokens: int = 2048, desc: str = "score", full: bool = True,
                 follow: Callable[[int, TrieScore], tuple[int, list[int]] | None] | None = None) -> list[TrieScore]:
     """Scores of token `sequences` (each non-empty) after each source, tokenized with special tokens. A source and
     the token prefix all its sequences share are encoded once, in one cached forward pass over a batch of sources
@@ -392,8 +392,7 @@ def trie_scores(model, tokenizer, sources: list[str], sequences: list[list[list[
     (a 4D attention mask, positions restarting after the source), so scoring k candidate labels costs about one
     prefill, not k, a beginning several share is computed once, and the cache is never copied per candidate. At
     most `batch_size` sources and `max_tokens` trie tokens per pass. `full`: also score and verify the shared
-    prefix (else logits are kept at one position per source). `min_own[i]`: the shared prefix stops at least that
-    many tokens before the end of source i's shortest sequence (default 1: every sequence keeps a token of its own).
+    prefix (else logits are kept at one position per source); every sequence keeps a token of its own after it.
     ``follow(i, score)`` may name a node of source i's scored trie and tokens to feed after it: they go through a
     third pass over the same cache, attending to the source and that node's path (`TrieScore.tail`)."""
     from transformers import DynamicCache
@@ -403,8 +402,8 @@ def trie_scores(model, tokenizer, sources: list[str], sequences: list[list[list[
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = []
     for i, (src, ids) in enumerate(zip(sources, sequences, strict=True)):
-        shared, own = 0, min_own[i] if min_own else 1
-        while shared < min(map(len, ids)) - own and all(c[shared] == ids[0][shared] for c in ids):
+        shared = 0
+        while shared < min(map(len, ids)) - 1 and all(c[shared] == ids[0][shared] for c in ids):
             shared += 1
         encoded.append((tokenizer(src, add_special_tokens=True)["input_ids"], ids[0][:shared],
                         token_trie([c[shared:] for c in ids])))
@@ -501,8 +500,12 @@ def trie_walk(score: TrieScore, finished: Callable[[list[int]], bool], max_new_t
     the model's argmax after the tokens before it. Returns the tokens, the node it stopped at (-1: the root), the
     argmax after them, and whether greedy decoding is done there (`finished` or the budget); not done and the
     argmax no child of the node: the walk left the trie (or reached a tail, `greedy_in_trie`)."""
+    if len(score.prefix_next) != len(score.prefix) + 1:
+        raise ValueError("a greedy walk needs the prefix's argmaxes: score the trie with `full`")
     children = {(q, t): n for n, (t, q) in enumerate(zip(*score.trie[:2], strict=True))}
     generated: list[int] = []
+    if max_new_tokens <= 0:
+        return generated, -1, score.prefix_next[0], True
     for token, best in zip(score.prefix, score.prefix_next, strict=False):
         if best != token:
             return generated, -1, best, False
@@ -526,7 +529,7 @@ def greedy_in_trie(score: TrieScore, finished: Callable[[list[int]], bool], max_
     generated, node, best, done = trie_walk(score, finished, max_new_tokens)
     if done:
         return generated
-    if score.tail is None or score.tail[0] != node or node < 0 and len(generated) < len(score.prefix):
+    if score.tail is None or score.tail[0] != node:
         return None
     for token, after in zip(*score.tail[1:], strict=True):
         if best != token:
@@ -571,7 +574,7 @@ def answer_and_calibrate(model, tokenizer, sources: list[str], rows: list[dict],
             missed.append(i)
             continue
         texts[i], raw[i] = tokenizer.decode(ids, skip_special_tokens=True), tokenizer.decode(ids)
-        if valid_candidates(row, label_format, extract_label(texts[i])) != cands[i]:
+        if valid_candidates(row, label_format, extract_label(raw[i])) != cands[i]:  # as `calibrate` reads it
             missed.append(i)
             continue
         log_probs[i] = [score.node_lp[end] for end in score.trie[3]]
@@ -623,10 +626,11 @@ def evaluate(model_dir: str, data: str, ablation: str, label_first: bool, label_
              precision: str = EVALUATION["precision"], prefix: str = "") -> dict:
     """Evaluate one fine-tuned model on one test split and write eval JSON, predictions and speed.
 
-    Label-first models generate up to the closing marker within the longest label's budget, read off the same
-    pass that scores their candidates for calibration (`answer_and_calibrate`; decoder-only students); the others
-    generate their rationale first, up to `max_new_tokens`, and are calibrated in a second pass after it. Weights load in bf16 where `precision` says so (auto: on GPUs
-    with bf16; fp32 on CPUs, for reproducible eval JSON, `use_bf16`), fp32 otherwise. `prefix` goes before every input (a multi-task model's predict task).
+    Label-first models generate up to the closing marker within the longest label's budget, read off the passes
+    that score their candidates for calibration (`answer_and_calibrate`; decoder-only students); the others
+    generate their rationale first, up to `max_new_tokens`, and are calibrated in a second pass after it (`answer`).
+    Weights load in bf16 where `precision` says so (auto: on GPUs with bf16; fp32 on CPUs, for reproducible eval
+    JSON, `use_bf16`), fp32 otherwise. `prefix` goes before every input (a multi-task model's predict task).
     """
     from transformers import AutoTokenizer
 
@@ -661,9 +665,9 @@ def evaluate(model_dir: str, data: str, ablation: str, label_first: bool, label_
                    "batch_size": batch_size, "dtype": str(dtype).removeprefix("torch.")}, out_speed)
     io.write_json(result, out_json)
     log.info("%s: accuracy %.4f (95%% CI %.3f-%.3f), majority %.4f, unparsed %d, %.1f examples/s; ECE %.3f, "
-             "confidence %.3f (calibration %.0f s)", ablation, result["accuracy"], *result["ci95"],
+             "confidence %.3f (%d items calibrated in decoding, separate calibration %.0f s)", ablation, result["accuracy"], *result["ci95"],
              result["majority_rate"], result["unparsed"], speed["examples_per_s"], calibrated["ece"],
-             calibrated["confidence"], speed["calibration_seconds"])
+             calibrated["confidence"], speed["calibrated_in_decoding"], speed["calibration_seconds"])
     return result
 
 
