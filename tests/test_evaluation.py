@@ -360,6 +360,32 @@ def test_label_first_answers_and_calibration_come_from_one_trie_pass(marker_mode
         assert missed == [] and short == generate(model, tok, sources, budget, batch_size=4)
 
 
+def test_answer_merges_items_answered_in_the_trie_with_those_handed_back(marker_model):
+    """In one call some items are answered in the scoring passes and the others (here: items whose greedy letter
+    is no longer among their choices) are decoded and calibrated apart; each lands at its own index, with the text
+    `generate` writes and the candidate scores that scoring after that text gives (this fixture model writes one
+    letter everywhere, so the scores, not the texts, tell the indices apart)."""
+    from cotdistill.evaluation import answer, candidate_log_probs
+
+    tok, model = load_model(marker_model)
+    rows = csqa_test(8).to_dict("records")
+    sources = [format_source(r) for r in rows]
+    plain = generate(model, tok, sources, 30, batch_size=4)
+    moved = []
+    for i, (row, text) in enumerate(zip(rows, plain, strict=True)):
+        letter = (parse_label(text) or "").upper()
+        if i % 2 and letter and letter != row["answer_label"]:
+            row["choices"] = [c for c in row["choices"] if c["label"] != letter]
+            moved.append(i)
+    assert len(moved) >= 2, "the fixture model should answer some odd items wrongly"
+    texts, raw, log_probs, speed = answer(model, tok, sources, rows, True, "letter", 30, batch_size=4)
+    assert texts == plain and speed["calibrated_in_decoding"] == 8 - len(moved)
+    expected = candidate_log_probs(model, tok, sources, raw, rows, "letter", batch_size=4)
+    assert [len(lp) for lp in log_probs] == [len(r["choices"]) for r in rows]
+    for got, want in zip(log_probs, expected, strict=True):
+        assert got == pytest.approx(want, abs=1e-4)
+
+
 def test_greedy_read_off_a_trie_follows_the_argmax_and_refuses_to_guess():
     """Prefix, trie and tail are taken token by token where the argmax before each agrees; anywhere it does not,
     or where the walk stops at another node than the tail's, there is no text; `finished` and the budget end it."""
