@@ -34,6 +34,7 @@ from .targets import candidate_labels, format_source, label_string
 log = logging.getLogger(__name__)
 
 COLLAPSE_SHARE = 0.8  # one predicted label for at least this share of items: the model has learned nothing
+CLOSING = " " + ablations.MARK  # what follows a label in targets; calibration scores its first token
 _LABEL_RE = re.compile(re.escape(ablations.MARK) + r"\s*(.*?)\s*" + re.escape(ablations.MARK), re.S | re.I)
 
 
@@ -553,11 +554,10 @@ def answer_and_calibrate(model, tokenizer, sources: list[str], rows: list[dict],
     calibrates as before (`generate`, `calibrate`), as it does an item whose prediction changes its candidates
     (a SVAMP equation outside the set)."""
     finished = stop_rule(model, tokenizer)
-    closing = " " + ablations.MARK
     cands = [valid_candidates(r, label_format) for r in rows]
-    conts = [[f"{ablations.MARK} {c}" for c in cs] for cs in cands]
-    scored_ids = [[continuation_ids(tokenizer, c, closing) for c in cs] for cs in conts]
-    rests = [[tokenizer(" " + c + closing, add_special_tokens=False)["input_ids"][len(ids):]
+    conts = [marked("", cs) for cs in cands]
+    scored_ids = [[continuation_ids(tokenizer, c, CLOSING) for c in cs] for cs in conts]
+    rests = [[tokenizer(" " + c + CLOSING, add_special_tokens=False)["input_ids"][len(ids):]
               for c, ids in zip(cs, seqs, strict=True)] for cs, seqs in zip(conts, scored_ids, strict=True)]
 
     def rest_of_marker(i: int, score: TrieScore) -> tuple[int, list[int]] | None:
@@ -711,6 +711,12 @@ def valid_candidates(row: dict, label_format: str, predicted: str | None = None)
             if canonical(c, row, label_format) != "<invalid>"]
 
 
+def marked(lead: str, cands: list[str]) -> list[str]:
+    """Candidates as targets write them after `lead` (a CoT-before model's rationale, else nothing), up to where
+    calibration scores them: ``{lead}[FIN_LABEL] c``, then the first token of `CLOSING`."""
+    return [f"{lead}{ablations.MARK} {c}" for c in cands]
+
+
 def candidate_log_probs(model, tokenizer, sources: list[str], texts: list[str], rows: list[dict], label_format: str,
                         batch_size: int, desc: str = "") -> list[list[float]]:
     """Each item's `valid_candidates` scored after what the model wrote before its label (its rationale, for
@@ -719,9 +725,9 @@ def candidate_log_probs(model, tokenizer, sources: list[str], texts: list[str], 
     sampled."""
     cands = [valid_candidates(r, label_format, extract_label(t)) for r, t in zip(rows, texts, strict=True)]
     leads = [(ablations.text_before_label(t) + " ").lstrip() for t in texts]
-    return continuation_log_probs(model, tokenizer, sources, [[f"{lead}{ablations.MARK} {c}" for c in cs]
-                                                              for lead, cs in zip(leads, cands, strict=True)],
-                                  batch_size, desc=f"calibration {desc}", full=False, closing=" " + ablations.MARK)
+    return continuation_log_probs(model, tokenizer, sources, [marked(lead, cs) for lead, cs in
+                                                              zip(leads, cands, strict=True)],
+                                  batch_size, desc=f"calibration {desc}", full=False, closing=CLOSING)
 
 
 def calibrate(log_probs: list[list[float]], texts: list[str], rows: list[dict], classes: list[str | None],
