@@ -13,8 +13,9 @@ FIXTURES = ROOT / "tests" / "fixtures"
 GPT2_TOKENIZER = ROOT / "tests" / "resources" / "gpt2-tokenizer"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the hub is unreachable here; fail fast instead of retrying
-# no controller answers outside the cluster tests: snakemake starts in ~1 s instead of waiting ~10 s for one
-# (tests/slurm/no-controller.conf); test_slurm.py drops this while its cluster runs
+# no controller answers outside the cluster tests: snakemake starts in ~2 s instead of waiting ~10 s for one
+# (tests/slurm/no-controller.conf); set whatever SLURM_CONF a user has, as these tests use no cluster;
+# test_slurm.py drops it while its cluster runs
 os.environ["SLURM_CONF"] = str(ROOT / "tests" / "slurm" / "no-controller.conf")
 
 

@@ -360,6 +360,14 @@ def test_label_first_answers_and_calibration_come_from_one_trie_pass(marker_mode
         assert missed == [] and short == generate(model, tok, sources, budget, batch_size=4)
 
 
+def test_scored_candidates_are_the_targets_label_less_its_closing_marker():
+    from cotdistill.ablations import wrap_label
+    from cotdistill.evaluation import CLOSING, marked
+
+    assert [m + CLOSING for m in marked("", ["B", "new jersey"])] == [wrap_label("B"), wrap_label("new jersey")]
+    assert marked("it rains. ", ["B"]) == ["it rains. [FIN_LABEL] B"]
+
+
 def test_answer_merges_items_answered_in_the_trie_with_those_handed_back(marker_model):
     """In one call some items are answered in the scoring passes and the others (here: items whose greedy letter
     is no longer among their choices) are decoded and calibrated apart; each lands at its own index, with the text
@@ -370,7 +378,7 @@ def test_answer_merges_items_answered_in_the_trie_with_those_handed_back(marker_
     tok, model = load_model(marker_model)
     rows = csqa_test(8).to_dict("records")
     sources = [format_source(r) for r in rows]
-    plain = generate(model, tok, sources, 30, batch_size=4)
+    plain, plain_raw = generate(model, tok, sources, 30, batch_size=4, return_raw=True)
     moved = []
     for i, (row, text) in enumerate(zip(rows, plain, strict=True)):
         letter = (parse_label(text) or "").upper()
@@ -379,7 +387,7 @@ def test_answer_merges_items_answered_in_the_trie_with_those_handed_back(marker_
             moved.append(i)
     assert len(moved) >= 2, "the fixture model should answer some odd items wrongly"
     texts, raw, log_probs, speed = answer(model, tok, sources, rows, True, "letter", 30, batch_size=4)
-    assert texts == plain and speed["calibrated_in_decoding"] == 8 - len(moved)
+    assert texts == plain and raw == plain_raw and speed["calibrated_in_decoding"] == 8 - len(moved)
     expected = candidate_log_probs(model, tok, sources, raw, rows, "letter", batch_size=4)
     assert [len(lp) for lp in log_probs] == [len(r["choices"]) for r in rows]
     for got, want in zip(log_probs, expected, strict=True):

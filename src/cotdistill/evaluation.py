@@ -712,8 +712,9 @@ def valid_candidates(row: dict, label_format: str, predicted: str | None = None)
 
 
 def marked(lead: str, cands: list[str]) -> list[str]:
-    """Candidates as targets write them after `lead` (a CoT-before model's rationale, else nothing), up to where
-    calibration scores them: ``{lead}[FIN_LABEL] c``, then the first token of `CLOSING`."""
+    """Candidates as targets write them (`ablations.wrap_label`) after `lead` (a CoT-before model's rationale, else
+    nothing), less the closing marker: ``{lead}[FIN_LABEL] c``; callers score the first token of `CLOSING` after
+    each (`continuation_ids`)."""
     return [f"{lead}{ablations.MARK} {c}" for c in cands]
 
 
