@@ -14,7 +14,7 @@ GPT2_TOKENIZER = ROOT / "tests" / "resources" / "gpt2-tokenizer"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the hub is unreachable here; fail fast instead of retrying
 # no controller answers outside the cluster tests: snakemake starts in ~2 s instead of waiting ~10 s for one
-# (tests/slurm/no-controller.conf); set whatever SLURM_CONF a user has, as these tests use no cluster;
+# (tests/slurm/no-controller.conf); it overrides any SLURM_CONF set, as these tests use no cluster;
 # test_slurm.py drops it while its cluster runs
 os.environ["SLURM_CONF"] = str(ROOT / "tests" / "slurm" / "no-controller.conf")
 

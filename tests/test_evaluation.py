@@ -361,6 +361,7 @@ def test_label_first_answers_and_calibration_come_from_one_trie_pass(marker_mode
 
 
 def test_scored_candidates_are_the_targets_label_less_its_closing_marker():
+    """Calibration scores each candidate as targets write its label, up to the closing marker."""
     from cotdistill.ablations import wrap_label
     from cotdistill.evaluation import CLOSING, marked
 

@@ -27,21 +27,18 @@ PROFILE = ["--profile", "profiles/slurm", "--workflow-profile", "tests/slurm/pro
 
 @pytest.fixture(scope="module")
 def slurm():
-    no_controller = os.environ.pop("SLURM_CONF", None)  # conftest's; the test cluster's configs are in /etc/slurm
-    try:
-        if os.geteuid() != 0:
-            pytest.skip("the test SLURM needs root to start munge and the SLURM daemons")
-        if shutil.which("slurmctld") is None:
-            pytest.skip("SLURM is not installed: run tests/slurm/cluster.sh install")
+    if os.geteuid() != 0:
+        pytest.skip("the test SLURM needs root to start munge and the SLURM daemons")
+    if shutil.which("slurmctld") is None:
+        pytest.skip("SLURM is not installed: run tests/slurm/cluster.sh install")
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("SLURM_CONF", raising=False)  # conftest's; the test cluster's configs are in /etc/slurm
         started = subprocess.run([str(CLUSTER), "start"], capture_output=True, text=True, timeout=240)
         if started.returncode != 0:
             subprocess.run([str(CLUSTER), "stop"], capture_output=True, timeout=120)
             pytest.skip(f"the test SLURM did not start: {started.stderr[-800:]}")
         yield
         subprocess.run([str(CLUSTER), "stop"], capture_output=True, timeout=120)
-    finally:
-        if no_controller is not None:
-            os.environ["SLURM_CONF"] = no_controller
 
 
 @pytest.fixture()

@@ -557,7 +557,7 @@ def answer_and_calibrate(model, tokenizer, sources: list[str], rows: list[dict],
     cands = [valid_candidates(r, label_format) for r in rows]
     conts = [marked("", cs) for cs in cands]
     scored_ids = [[continuation_ids(tokenizer, c, CLOSING) for c in cs] for cs in conts]
-    rests = [[tokenizer(" " + c + CLOSING, add_special_tokens=False)["input_ids"][len(ids):]
+    rests = [[continuation_ids(tokenizer, c + CLOSING)[len(ids):]
               for c, ids in zip(cs, seqs, strict=True)] for cs, seqs in zip(conts, scored_ids, strict=True)]
 
     def rest_of_marker(i: int, score: TrieScore) -> tuple[int, list[int]] | None:
