@@ -7,7 +7,8 @@
     batches), against `model.generate` up to EOS or 256 new tokens, and against 256 new tokens forced (EOS ignored:
     what evaluating a fixed 256-token generation costs); identical labels checked. CoT-before evaluation: the pipeline's path (finished rows leave the batch)
     against `model.generate` with the same marker stop and for 256 tokens, both decoding every row until the whole
-    batch is done.
+    batch is done; and with calibration, evaluate's path (candidates scored over the decoding cache as each row
+    leaves) against decoding and then calibrating in a second prefill over prompt and rationale.
 (b) fine-tuning: the project's Trainer path (its step includes gradient clipping and the LR scheduler) against a
     plain loop (forward + backward + the Trainer's AdamW step, nothing else) on the very batches the Trainer trained
     on, same model and precision; logits kept over targets only against logits over every position (the same
@@ -163,6 +164,14 @@ def bench_eval(model_dir: str, cot_before_dir: str, data: str, n: int, batch_siz
     print(f"    CoT before, model.generate, 256 new tokens:                {n / t_hf:6.2f} examples/s")
     print(f"    ratios: {t_stop / t_pipe:.1f}x against generate + marker stop, {t_hf / t_pipe:.1f}x against 256 "
           f"tokens; identical labels: {same}; pipeline text a prefix of generate's: {prefix}/{n}")
+    t_cal, (cal, _, lp_cal, speed) = timed(answer, model, tok, sources, rows, False, label_format, 256, batch_size)
+    t_two, lp_two = timed(lambda: candidate_log_probs(model, tok, sources, generate(
+        model, tok, sources, 256, batch_size, True, "CoT before", return_raw=True)[1], rows, label_format, batch_size))
+    diff = max(abs(a - b) for x, y in zip(lp_cal, lp_two, strict=True) for a, b in zip(x, y, strict=True))
+    print(f"    CoT before with calibration, over the decoding cache:      {n / t_cal:6.2f} examples/s (evaluate's "
+          f"path; {speed['calibrated_in_decoding']}/{n} items scored there, the rest apart)")
+    print(f"    CoT before, then calibration in a second prefill:          {n / t_two:6.2f} examples/s (ratio "
+          f"{t_two / t_cal:.2f}x; same texts: {cal == pipe}; largest log-probability difference {diff:.1e})")
 
 
 class StepTimer(TrainerCallback):

@@ -59,11 +59,10 @@ def workdir(tmp_path) -> Path:
     return copy_workflow(tmp_path)
 
 
-@pytest.fixture(scope="session")
-def marker_model(tmp_path_factory) -> Path:
-    """A tiny GPT-2 fine-tuned (100 steps, the project's Trainer path) until it answers
-    `[FIN_LABEL] X [FIN_LABEL] because ...`: a model for which stopping at the marker actually cuts text. fp32:
-    in bf16 (chosen by precision auto on CPUs with AMX) 100 steps left one of eight test rows without its label."""
+def train_marker_model(tmp: Path, placement: str) -> Path:
+    """A tiny GPT-2 fine-tuned (100 steps, the project's Trainer path) on CommonsenseQA letters with one
+    rationale, placed as `placement` (cot_after, cot_before) says. fp32: in bf16 (chosen by precision auto on
+    CPUs with AMX) 100 steps left one of eight test rows without its label."""
     import pandas as pd
 
     from cotdistill.datasets import load_split
@@ -71,13 +70,27 @@ def marker_model(tmp_path_factory) -> Path:
     from cotdistill.targets import build_targets
     from cotdistill.training import finetune
 
-    tmp = tmp_path_factory.mktemp("marker-model")
     base = build_tiny_gpt2(tmp / "base", width=64)
     data = load_split("csqa", {"loader": "csqa_dss", "path": str(ROOT / "data/dss/cqa"), "subsample": {"train": 64}},
                       "train")
     rat = pd.DataFrame({"id": data["id"], "rationale": "because it is the right answer for this question"})
-    write_parquet(build_targets(data, rat, "cot_after", {"kind": "cot_after"}, "letter", 0), tmp / "targets.parquet")
+    write_parquet(build_targets(data, rat, placement, {"kind": placement}, "letter", 0), tmp / "targets.parquet")
     finetune({"source": "local", "path": str(base)}, str(tmp / "targets.parquet"), str(tmp / "model"),
              str(tmp / "ckpt"), {"lr": 4e-3, "batch_size": 8, "max_steps": 100, "eval_every": 10**6,
-                                 "validation_size": 8, "logging_steps": 50, "precision": "fp32"}, seed=0, label_first=True, threads=2)
+                                 "validation_size": 8, "logging_steps": 50, "precision": "fp32"}, seed=0,
+             label_first=placement != "cot_before", threads=2)
     return tmp / "model"
+
+
+@pytest.fixture(scope="session")
+def marker_model(tmp_path_factory) -> Path:
+    """A model that answers `[FIN_LABEL] X [FIN_LABEL] because ...` (`train_marker_model`): one for which stopping
+    at the marker actually cuts text."""
+    return train_marker_model(tmp_path_factory.mktemp("marker-model"), "cot_after")
+
+
+@pytest.fixture(scope="session")
+def rationale_model(tmp_path_factory) -> Path:
+    """A model that writes `because ... [FIN_LABEL] X [FIN_LABEL]` (`train_marker_model`): a rationale before its
+    label, as CoT-before students do."""
+    return train_marker_model(tmp_path_factory.mktemp("rationale-model"), "cot_before")

@@ -414,3 +414,27 @@ def test_greedy_read_off_a_trie_follows_the_argmax_and_refuses_to_guess():
     assert greedy_in_trie(scored([1, 7, 3], [4, 8, 8]), lambda g: g[-1] == 9, 10) is None  # the prefix refused
     assert greedy_in_trie(scored([1, 2, 6], [4, 8, 8]), lambda g: g[-1] == 9, 10) is None  # no candidate
     assert greedy_in_trie(scored([1, 2, 3], [4, 8, 8], (1, [8, 9], [7, 0])), lambda g: g[-1] == 9, 10) is None
+
+
+@pytest.mark.parametrize("budget", [40, 4])
+def test_items_written_before_their_label_are_calibrated_over_the_decoding_cache(rationale_model, budget):
+    """A model that writes before its label (CoT before) has each item's candidates scored over the decoding cache
+    as its row leaves the batch, after its rationale and opening marker: the same log-probabilities as a second
+    prefill over prompt and text (`candidate_log_probs`) and the same texts as `generate`. An item whose text does
+    not hold that context (a budget that ends inside the rationale) is calibrated after its text as before."""
+    from cotdistill.evaluation import answer, candidate_log_probs
+
+    tok, model = load_model(rationale_model)
+    rows = csqa_test(8).to_dict("records")
+    sources = [format_source(r) for r in rows]
+    plain, plain_raw = generate(model, tok, sources, budget, batch_size=4, return_raw=True)
+    texts, raw, log_probs, speed = answer(model, tok, sources, rows, False, "letter", budget, batch_size=4)
+    assert texts == plain and raw == plain_raw
+    if budget == 40:  # items that wrote a label and items that closed their rationale only: both in the cache
+        assert all(t.startswith(" because") and "[FIN_LABEL]" in t for t in plain)
+        assert sum(parse_label(t) is not None for t in plain) >= 2
+    assert speed["calibrated_in_decoding"] == (8 if budget == 40 else 0)
+    expected = candidate_log_probs(model, tok, sources, raw, rows, "letter", batch_size=4)
+    assert [len(lp) for lp in log_probs] == [len(r["choices"]) for r in rows]
+    for got, want in zip(log_probs, expected, strict=True):
+        assert got == pytest.approx(want, abs=1e-4)

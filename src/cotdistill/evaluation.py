@@ -102,8 +102,9 @@ def answer_budget(tokenizer, rows: list[dict], label_format: str) -> int:
 
 def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_size: int = 16,
              stop_at_marker: bool = True, desc: str = "generate", draft: str | None = None,
-             return_raw: bool = False, candidates: list[list[str]] | None = None
-             ) -> list[str] | tuple[list[str], list[str]]:
+             return_raw: bool = False, candidates: list[list[str]] | None = None,
+             candidates_after: Callable[[int, list[int]], tuple[int, list[list[int]]] | None] | None = None
+             ) -> list[str] | tuple[list[str], list[str]] | tuple[list[str], list[str], dict[int, list[float]]]:
     """Greedy continuations of `sources`, batched with left padding, sorted by length to pad little; a row ends at
     EOS (the generation config's and the tokenizer's, which training appends to every target), at the closing
     marker (`stop_at_marker`) or after `max_new_tokens`. `draft`: text every continuation is expected to start
@@ -113,6 +114,12 @@ def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_si
     model usually answers in two forward passes. Drafts are verified, so neither changes the text. A model with
     sliding-window attention (Gemma 3) takes no drafts: its window counts cache entries, rejected ones included.
     `return_raw` also returns each continuation decoded with its special tokens (a filler student's unk tokens).
+    ``candidates_after(i, generated)`` may name, for source i once its row is done, how many generated ids form
+    the context of its candidates and the candidates' token ids after it: the row's cache is kept as it leaves and
+    they are scored over it, for the whole batch in one pass once it is done (`score_in_cache`), and their
+    log-probabilities come back as a third value, by source
+    index (implies `return_raw`; only for decoder-only students without sliding-window attention, whose cache
+    may drop columns; elsewhere nothing is scored).
     An encoder-decoder student decodes after its encoder's pass over the source (`greedy_seq2seq`; no drafts)."""
     seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
     tokenizer.padding_side = "right" if seq2seq else "left"
@@ -125,6 +132,9 @@ def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_si
     finished = stop_rule(model, tokenizer, stop_at_marker)
     if getattr(model.config, "sliding_window", None):
         draft, candidates = None, None  # rejected draft entries stay in the cache and would narrow the window
+    scores: dict[int, list[float]] = {}
+    score_done = candidates_after is not None and not seq2seq and not getattr(model.config, "sliding_window", None)
+    pad = tokenizer.pad_token_id
     draft_ids = target_prefix_ids(tokenizer, draft) if draft else []
     marked = [[tokenizer(" " + ablations.wrap_label(c), add_special_tokens=False)["input_ids"] for c in cands]
               for cands in candidates] if candidates is not None and not seq2seq else None
@@ -137,12 +147,27 @@ def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_si
             """The rest of the first candidate this row's text is a proper prefix of."""
             return next((c[len(gen):] for c in marked[idx[row]] if len(c) > len(gen) and c[:len(gen)] == gen), [])
 
+        kept: dict[int, CachedRow] = {}
+
+        def on_done(done: list[tuple[int, int, list[int]]], cache, mask: torch.Tensor, idx: list[int] = idx,
+                    prompt: list[int] = enc["attention_mask"].sum(-1).tolist(), kept: dict = kept) -> None:
+            """Keeps the cache of each row leaving the batch whose candidates `candidates_after` names."""
+            for j, row, gen in done:
+                found = candidates_after(idx[row], gen)
+                if found is not None and 0 < found[0] <= len(gen):  # all generated ids but the last were fed
+                    shared, seqs = found
+                    kept[idx[row]] = CachedRow.take(cache, mask, j, prompt[row] + shared - 1, gen[shared - 1], seqs)
+
         rows = greedy_seq2seq(model, enc["input_ids"], enc["attention_mask"], max_new_tokens, finished) if seq2seq \
             else greedy(model, enc["input_ids"], enc["attention_mask"], max_new_tokens, finished, draft_ids,
-                        propose if marked is not None else None)
+                        propose if marked is not None else None, on_done if score_done else None)
+        if kept:  # the batch's candidates, scored in one pass over the kept caches
+            scores.update(zip(kept, score_in_cache(model, list(kept.values()), pad), strict=True))
         for i, text, full in zip(idx, tokenizer.batch_decode(rows, skip_special_tokens=True),
                                  tokenizer.batch_decode(rows, skip_special_tokens=False), strict=True):
             out[i], raw[i] = text, full
+    if candidates_after is not None:
+        return out, raw, scores
     return (out, raw) if return_raw else out
 
 
@@ -172,7 +197,9 @@ def target_prefix_ids(tokenizer, text: str) -> list[int]:
 @torch.inference_mode()
 def greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
            finished: Callable[[list[int]], bool], draft: list[int] | None = None,
-           propose: Callable[[int, list[int]], list[int]] | None = None) -> list[list[int]]:
+           propose: Callable[[int, list[int]], list[int]] | None = None,
+           on_done: Callable[[list[tuple[int, int, list[int]]], object, torch.Tensor], None] | None = None
+           ) -> list[list[int]]:
     """Greedy decoding of a left-padded batch that drops each row from the batch (and its KV cache) once
     `finished(generated_ids)` says so. `model.generate` keeps finished rows in the batch until every row is done,
     so one rationale that never closes its marker made its whole batch decode all 256 steps.
@@ -185,6 +212,10 @@ def greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new
     different lengths in one pass. A draft that greedy decoding would produce costs that one pass instead of a step
     per token. Plain argmax: the logits processors a `generation_config` may set (repetition penalty and the like)
     are not applied, as the students here set none.
+
+    ``on_done(done, cache, mask)`` sees the rows that finished in a pass before they leave, as ``(j, row,
+    generated)``: j their index in `cache` and `mask`, whose real columns are the row's prompt and the generated
+    tokens fed so far (all but the last), so a caller can still run a pass over their cache (`score_in_cache`).
     """
     from transformers import DynamicCache
 
@@ -216,10 +247,13 @@ def greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new
                     break
             else:
                 keep.append(j)
-        if not keep:
-            return generated
         for j, take in enumerate(taken):  # rejected draft positions leave attention
             mask[j, window + 1 + take:] = 0
+        if on_done is not None and len(keep) < len(alive):
+            kept = set(keep)
+            on_done([(j, row, generated[row]) for j, row in enumerate(alive) if j not in kept], cache, mask)
+        if not keep:
+            return generated
         last_pos = last_pos + torch.tensor(taken, device=last_pos.device)
         if len(keep) < len(alive):
             sel = torch.tensor(keep, device=mask.device)
@@ -290,6 +324,15 @@ def continuation_ids(tokenizer, continuation: str, closing: str = "") -> list[in
     whole = tokenizer(" " + continuation + closing, add_special_tokens=False)["input_ids"]
     same = next((k for k, (a, b) in enumerate(zip(ids, whole)) if a != b), min(len(ids), len(whole)))
     return whole[:same + 1]
+
+
+def shared_prefix(sequences: list[list[int]]) -> int:
+    """How many leading tokens all `sequences` (each non-empty) share, leaving every one a token of its own: the
+    context `trie_scores` encodes once per source, before their trie."""
+    shared = 0
+    while shared < min(map(len, sequences)) - 1 and all(c[shared] == sequences[0][shared] for c in sequences):
+        shared += 1
+    return shared
 
 
 def token_trie(sequences: list[list[int]]) -> tuple[list[int], list[int], list[int], list[int]]:
@@ -382,6 +425,100 @@ class TrieScore:
     tail: tuple[int, list[int], list[int]] | None = None
 
 
+def trie_pass(model, cache, context: torch.Tensor, context_pos: torch.Tensor, base: torch.Tensor,
+              tries: list[tuple[list[int], list[int], list[int], list[int]]], first: torch.Tensor | None,
+              pad: int) -> tuple[list[list[float]], list[list[int]], torch.Tensor, torch.Tensor]:
+    """One forward pass of each row's token trie (`token_trie`) over `cache`, whose batch rows they are: a node
+    attends to the cache columns `context` allows (bool ``[B, K]``, at positions `context_pos`) and to its own
+    ancestors, at position ``base + 1 + depth``. A root's own log-probability is read from `first` (log-softmax
+    after the context, ``[B, V]``), or is 0 where `first` is None (a root that is the context's last token fed
+    again, whose logits give the rest). Returns each node's path log-probability from the root and the argmax
+    after it (per row, padded past its trie), which trie tokens see which (``[B, L, L]``) and their positions."""
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    # each row's trie, padded: its tokens, the node each token continues (-1: the context) and its depth
+    length = max(len(t[0]) for t in tries)
+    sids = torch.full((len(tries), length), pad, dtype=torch.long)
+    parent = torch.full((len(tries), length), -1, dtype=torch.long)
+    depth = torch.zeros((len(tries), length), dtype=torch.long)
+    sees = torch.eye(length, dtype=torch.bool).repeat(len(tries), 1, 1)  # padding attends to itself only
+    for r, (tokens, parents, depths, _) in enumerate(tries):
+        sids[r, :len(tokens)], parent[r, :len(tokens)] = torch.tensor(tokens), torch.tensor(parents)
+        depth[r, :len(tokens)] = torch.tensor(depths)
+        for n, p in enumerate(parents):  # a node sees its parent's ancestors and itself
+            if p >= 0:
+                sees[r, n] |= sees[r, p]
+    allowed = torch.cat([context.cpu()[:, None, :].expand(-1, length, -1), sees], -1)[:, None]
+    query = base.cpu()[:, None] + 1 + depth
+    logp = model(input_ids=sids.to(device), attention_mask=attention_bias(
+                     model.config, allowed, query, torch.cat([context_pos.cpu(), query], -1), dtype, device),
+                 position_ids=query.to(device), past_key_values=cache, use_cache=True).logits.float().log_softmax(-1)
+    node_next = logp.argmax(-1).tolist()
+    sids, parent = sids.to(device), parent.to(device)
+    vocab = logp.shape[-1]
+    after = logp.reshape(len(tries), -1).gather(1, parent.clamp(min=0) * vocab + sids)  # token n by its parent
+    roots = first.gather(1, sids) if first is not None else torch.zeros_like(after)
+    token_lp = torch.where(parent < 0, roots, after).tolist()
+    paths = []
+    for r, trie in enumerate(tries):
+        path: list[float] = []  # log-probability of the path from the root to each node
+        for n, q in enumerate(trie[1]):
+            path.append(token_lp[r][n] + (path[q] if q >= 0 else 0.0))
+        paths.append(path)
+    return paths, node_next, sees, query
+
+
+@dataclass
+class CachedRow:
+    """A row that left a decoding batch (`greedy`'s `on_done`), kept to score token sequences after what it wrote
+    without a second prefill: its cache (keys and values per layer, ``[heads, columns, dim]``), which columns are
+    real (its prompt and the generated tokens fed), and what to score: after its first `n` real columns, `root`
+    (the token after them, fed again: its logits start the scores) and then `sequences`, as one trie."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    real: torch.Tensor
+    n: int
+    root: int
+    sequences: list[list[int]]
+
+    @classmethod
+    def take(cls, cache, mask: torch.Tensor, j: int, n: int, root: int, sequences: list[list[int]]) -> CachedRow:
+        """Row j of a decoding batch's cache and mask, copied (a view would keep the whole batch's cache alive)."""
+        layers = cache.layers
+        return cls([x.keys[j].clone() for x in layers], [x.values[j].clone() for x in layers], mask[j].bool().clone(),
+                   n, root, sequences)
+
+
+@torch.inference_mode()
+def score_in_cache(model, rows: list[CachedRow], pad: int) -> list[list[float]]:
+    """Log-probability of each row's sequences after its context, in one trie pass (`trie_pass`) over the rows'
+    caches stacked into one batch (right-padded: padding columns are no row's context)."""
+    from transformers import DynamicCache
+
+    width = max(len(r.real) for r in rows)
+
+    def stacked(parts: list[torch.Tensor]) -> torch.Tensor:
+        out = parts[0].new_zeros((len(parts), parts[0].shape[0], width, parts[0].shape[-1]))
+        for b, t in enumerate(parts):
+            out[b, :, :t.shape[1]] = t
+        return out
+
+    cache = DynamicCache(config=model.config)
+    for layer_idx in range(len(rows[0].keys)):
+        cache.update(stacked([r.keys[layer_idx] for r in rows]), stacked([r.values[layer_idx] for r in rows]),
+                     layer_idx)
+    real = torch.zeros((len(rows), width), dtype=torch.bool, device=rows[0].real.device)
+    context = torch.zeros_like(real)
+    for b, r in enumerate(rows):
+        real[b, :len(r.real)] = r.real
+        context[b, r.real.nonzero().flatten()[:r.n]] = True
+    tries = [token_trie([[r.root, *q] for q in r.sequences]) for r in rows]
+    paths, *_ = trie_pass(model, cache, context, (real.long().cumsum(-1) - 1).clamp(min=0),
+                          torch.tensor([r.n - 1 for r in rows]), tries, None, pad)
+    return [[path[e] for e in trie[3]] for path, trie in zip(paths, tries, strict=True)]
+
+
 @torch.inference_mode()
 def trie_scores(model, tokenizer, sources: list[str], sequences: list[list[list[int]]], batch_size: int = 16,
                 max_tokens: int = 2048, desc: str = "score", full: bool = True,
@@ -403,9 +540,7 @@ def trie_scores(model, tokenizer, sources: list[str], sequences: list[list[list[
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = []
     for i, (src, ids) in enumerate(zip(sources, sequences, strict=True)):
-        shared = 0
-        while shared < min(map(len, ids)) - 1 and all(c[shared] == ids[0][shared] for c in ids):
-            shared += 1
+        shared = shared_prefix(ids)
         encoded.append((tokenizer(src, add_special_tokens=True)["input_ids"], ids[0][:shared],
                         token_trie([c[shared:] for c in ids])))
     order = sorted(range(len(sources)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
@@ -427,37 +562,14 @@ def trie_scores(model, tokenizer, sources: list[str], sequences: list[list[list[
                      use_cache=True, logits_to_keep=keep).logits.float().log_softmax(-1)
         first = head[:, -1]
         head_next = head.argmax(-1).tolist()
-        # each row's trie, padded: its tokens, the node each token continues (-1: the source) and its depth
         tries = [encoded[i][2] for i in idx]
-        length = max(len(t[0]) for t in tries)
-        sids = torch.full((len(idx), length), pad, dtype=torch.long)
-        parent = torch.full((len(idx), length), -1, dtype=torch.long)
-        depth = torch.zeros((len(idx), length), dtype=torch.long)
-        sees = torch.eye(length, dtype=torch.bool).repeat(len(idx), 1, 1)  # padding attends to itself only
-        for r, (tokens, parents, depths, _) in enumerate(tries):
-            sids[r, :len(tokens)], parent[r, :len(tokens)] = torch.tensor(tokens), torch.tensor(parents)
-            depth[r, :len(tokens)] = torch.tensor(depths)
-            for n, p in enumerate(parents):  # a node sees its parent's ancestors and itself
-                if p >= 0:
-                    sees[r, n] |= sees[r, p]
-        allowed = torch.cat([mask.bool().cpu()[:, None, :].expand(-1, length, -1), sees], -1)[:, None]
-        query = positions[:, -1:].cpu() + 1 + depth
-        logp = model(input_ids=sids.to(device), attention_mask=attention_bias(
-                         model.config, allowed, query, torch.cat([positions.cpu(), query], -1), dtype, device),
-                     position_ids=query.to(device), past_key_values=cache, use_cache=True
-                     ).logits.float().log_softmax(-1)
-        node_next = logp.argmax(-1).tolist()
-        sids, parent = sids.to(device), parent.to(device)
-        vocab = logp.shape[-1]
-        after = logp.reshape(len(idx), -1).gather(1, parent.clamp(min=0) * vocab + sids)  # token n by its parent
-        token_lp = torch.where(parent < 0, first.gather(1, sids), after).tolist()
+        paths, node_next, sees, query = trie_pass(model, cache, mask.bool(), positions, positions[:, -1], tries, first,
+                                                  pad)
+        length = sees.shape[1]
         for r, (i, trie) in enumerate(zip(idx, tries, strict=True)):
             p = prefixes[r]
-            path: list[float] = []  # log-probability of the path from the root to each node
-            for n, q in enumerate(trie[1]):
-                path.append(token_lp[r][n] + (path[q] if q >= 0 else 0.0))
             out[i] = TrieScore(encoded[i][1], trie, [head[r, keep - len(p) + k - 1, t].item() for k, t in enumerate(p)],
-                               head_next[r][keep - len(p) - 1:], path, node_next[r][:len(trie[0])])
+                               head_next[r][keep - len(p) - 1:], paths[r], node_next[r][:len(trie[0])])
         tails = [follow(i, out[i]) if follow else None for i in idx]
         if any(t and t[1] for t in tails):
             width = max(len(t[1]) for t in tails if t)
@@ -675,9 +787,10 @@ def answer(model, tokenizer, sources: list[str], rows: list[dict], label_first: 
            max_new_tokens: int, batch_size: int, desc: str = "") -> tuple[list[str], list[str], list[list[float]], dict]:
     """Every item's greedy text, raw text (special tokens kept) and candidate log-probabilities (calibration),
     and the time they took: decoder-only label-first models through `answer_and_calibrate`, the rest (and the
-    items it hands back) by `generate` and then `candidate_log_probs`. The speed block: `seconds` and
-    `examples_per_s` of decoding (the joint passes included), `calibration_seconds` of the separate scoring
-    pass, `calibrated_in_decoding` the items the joint passes answered."""
+    items it hands back) by `generate`, which scores a CoT-before item's candidates over its decoding cache
+    (`candidates_after_text`), and then `candidate_log_probs` for the items neither scored. The speed block:
+    `seconds` and `examples_per_s` of decoding (the joint passes and the scoring over the cache included),
+    `calibration_seconds` of the separate scoring pass, `calibrated_in_decoding` the items calibrated without it."""
     start = time.perf_counter()
     missed = list(range(len(rows)))
     if label_first and not getattr(model.config, "is_encoder_decoder", False):
@@ -687,11 +800,18 @@ def answer(model, tokenizer, sources: list[str], rows: list[dict], label_first: 
         texts, raw, log_probs = [""] * len(rows), [""] * len(rows), [[] for _ in rows]
     if missed:  # CoT-before models, encoder-decoders and the items greedy decoding took out of the trie
         offered = [calibration.candidates(rows[i], label_format) for i in missed] if label_first else None
-        new_texts, new_raw = generate(model, tokenizer, [sources[i] for i in missed], max_new_tokens, batch_size,
-                                      desc=f"eval {desc}", draft=ablations.MARK if label_first else None,
-                                      return_raw=True, candidates=offered)
+        after = None if label_first else (lambda k, gen: candidates_after_text(tokenizer, rows[missed[k]],
+                                                                               label_format, gen))
+        new_texts, new_raw, *in_cache = generate(model, tokenizer, [sources[i] for i in missed], max_new_tokens,
+                                                 batch_size, desc=f"eval {desc}",
+                                                 draft=ablations.MARK if label_first else None, return_raw=True,
+                                                 candidates=offered, candidates_after=after)
         for i, text, full in zip(missed, new_texts, new_raw, strict=True):
             texts[i], raw[i] = text, full
+        scored = in_cache[0] if in_cache else {}
+        for k, lp in scored.items():
+            log_probs[missed[k]] = lp
+        missed = [i for k, i in enumerate(missed) if k not in scored]
     seconds = time.perf_counter() - start
     start = time.perf_counter()
     if missed:
@@ -702,6 +822,21 @@ def answer(model, tokenizer, sources: list[str], rows: list[dict], label_first: 
     return texts, raw, log_probs, {"examples_per_s": len(rows) / seconds if seconds else None, "seconds": seconds,
                                    "calibration_seconds": time.perf_counter() - start,
                                    "calibrated_in_decoding": len(rows) - len(missed)}
+
+
+def candidates_after_text(tokenizer, row: dict, label_format: str, generated: list[int]
+                          ) -> tuple[int, list[list[int]]] | None:
+    """For a model that writes before its label (CoT before), where its generated ids begin with the context
+    `candidate_log_probs` scores the candidates after (its text before the label and the opening marker, as
+    training tokenizes targets): how many generated ids that context takes and each candidate's ids after it, so
+    `generate` scores them over its cache; None where the ids differ (a text tokenized otherwise, no label
+    written), and the item is calibrated after its text as before."""
+    conts = scored_after(row, label_format, tokenizer.decode(generated))  # special tokens kept, as `answer`'s raw
+    if not conts:
+        return None
+    seqs = [continuation_ids(tokenizer, c, CLOSING) for c in conts]
+    shared = shared_prefix(seqs)
+    return (shared, [q[shared:] for q in seqs]) if shared and generated[:shared] == seqs[0][:shared] else None
 
 
 def valid_candidates(row: dict, label_format: str, predicted: str | None = None) -> list[str]:
@@ -724,11 +859,16 @@ def candidate_log_probs(model, tokenizer, sources: list[str], texts: list[str], 
     CoT-before models; `texts` decoded with special tokens, so a filler student's unk tokens stay), in the target
     format, ``[FIN_LABEL] c [FIN_LABEL]``, up to the first token of the closing marker (`continuation_ids`); not
     sampled."""
-    cands = [valid_candidates(r, label_format, extract_label(t)) for r, t in zip(rows, texts, strict=True)]
-    leads = [(ablations.text_before_label(t) + " ").lstrip() for t in texts]
-    return continuation_log_probs(model, tokenizer, sources, [marked(lead, cs) for lead, cs in
-                                                              zip(leads, cands, strict=True)],
+    return continuation_log_probs(model, tokenizer, sources, [scored_after(r, label_format, t)
+                                                              for r, t in zip(rows, texts, strict=True)],
                                   batch_size, desc=f"calibration {desc}", full=False, closing=CLOSING)
+
+
+def scored_after(row: dict, label_format: str, text: str) -> list[str]:
+    """An item's `valid_candidates` as calibration scores them after what the model wrote before its label
+    (`marked`; `text` decoded with special tokens)."""
+    lead = (ablations.text_before_label(text) + " ").lstrip()
+    return marked(lead, valid_candidates(row, label_format, extract_label(text)))
 
 
 def calibrate(log_probs: list[list[float]], texts: list[str], rows: list[dict], classes: list[str | None],
