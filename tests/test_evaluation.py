@@ -438,3 +438,41 @@ def test_items_written_before_their_label_are_calibrated_over_the_decoding_cache
     assert [len(lp) for lp in log_probs] == [len(r["choices"]) for r in rows]
     for got, want in zip(log_probs, expected, strict=True):
         assert got == pytest.approx(want, abs=1e-4)
+
+
+def test_scores_over_kept_caches_equal_a_fresh_forward_pass(tiny_gpt2):
+    """`greedy`'s `on_done`, `CachedRow` and `score_in_cache`: rows of different prompt lengths (left padding) that
+    leave the batch in different passes (one in the first), each scored after all or all but one of its generated
+    tokens, in groups cut by `max_tokens`, give log p(sequence | prompt + generated prefix) as one plain forward
+    pass per sequence does."""
+    import torch
+
+    from cotdistill.evaluation import CachedRow, greedy, score_in_cache
+
+    _, model = load_model(tiny_gpt2)
+    prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13, 14], [15]]
+    width = max(map(len, prompts))
+    ids, mask = torch.zeros((4, width), dtype=torch.long), torch.zeros((4, width), dtype=torch.long)
+    for r, p in enumerate(prompts):
+        ids[r, width - len(p):], mask[r, width - len(p):] = torch.tensor(p), 1
+    full = greedy(model, ids, mask.clone(), 6, lambda gen: False)
+    ends = [full[r][:n] for r, n in enumerate([1, 3, 2, 5])]
+    seqs = [[20, 21], [20, 22, 23], [24]]
+    kept, passes = {}, []
+
+    def on_done(done, cache, m):
+        passes.append([row for _, row, _ in done])
+        for j, row, gen in done:
+            shared = len(gen) if row % 2 == 0 else max(1, len(gen) - 1)
+            kept[row] = (shared, CachedRow.take(cache, m, j, len(prompts[row]) + shared - 1, gen[shared - 1], seqs))
+
+    out = greedy(model, ids, mask.clone(), 6, lambda gen: gen in ends, on_done=on_done)
+    assert out == ends and len(passes) >= 3 and passes[0] == [0]
+    rows = [kept[r][1] for r in range(4)]
+    got = score_in_cache(model, rows, pad=0, max_tokens=12)  # a trie of 6 tokens per row: two rows per pass
+    for r in range(4):
+        context = prompts[r] + out[r][:kept[r][0]]
+        for seq, lp in zip(seqs, got[r], strict=True):
+            logits = model(torch.tensor([context + seq])).logits[0].log_softmax(-1)
+            want = sum(logits[len(context) - 1 + k, t].item() for k, t in enumerate(seq))
+            assert lp == pytest.approx(want, abs=1e-4)

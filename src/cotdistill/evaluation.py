@@ -103,8 +103,8 @@ def answer_budget(tokenizer, rows: list[dict], label_format: str) -> int:
 def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_size: int = 16,
              stop_at_marker: bool = True, desc: str = "generate", draft: str | None = None,
              return_raw: bool = False, candidates: list[list[str]] | None = None,
-             candidates_after: Callable[[int, list[int]], tuple[int, list[list[int]]] | None] | None = None
-             ) -> list[str] | tuple[list[str], list[str]] | tuple[list[str], list[str], dict[int, list[float]]]:
+             candidates_after: Callable[[int, list[int]], tuple[int, list[list[int]]] | None] | None = None,
+             scores: dict[int, list[float]] | None = None) -> list[str] | tuple[list[str], list[str]]:
     """Greedy continuations of `sources`, batched with left padding, sorted by length to pad little; a row ends at
     EOS (the generation config's and the tokenizer's, which training appends to every target), at the closing
     marker (`stop_at_marker`) or after `max_new_tokens`. `draft`: text every continuation is expected to start
@@ -115,11 +115,10 @@ def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_si
     sliding-window attention (Gemma 3) takes no drafts: its window counts cache entries, rejected ones included.
     `return_raw` also returns each continuation decoded with its special tokens (a filler student's unk tokens).
     ``candidates_after(i, generated)`` may name, for source i once its row is done, how many generated ids form
-    the context of its candidates and the candidates' token ids after it: the row's cache is kept as it leaves and
-    they are scored over it, for the whole batch in one pass once it is done (`score_in_cache`), and their
-    log-probabilities come back as a third value, by source
-    index (implies `return_raw`; only for decoder-only students without sliding-window attention, whose cache
-    may drop columns; elsewhere nothing is scored).
+    the context of its candidates and the candidates' token ids after it: the row's cache is kept as it leaves, they
+    are scored over it once the batch is done (`score_in_cache`), and `scores` is filled with their
+    log-probabilities by source index. Decoder-only students only: encoder-decoders and sliding-window models
+    (whose cache drops columns) leave `scores` empty.
     An encoder-decoder student decodes after its encoder's pass over the source (`greedy_seq2seq`; no drafts)."""
     seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
     tokenizer.padding_side = "right" if seq2seq else "left"
@@ -132,7 +131,8 @@ def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_si
     finished = stop_rule(model, tokenizer, stop_at_marker)
     if getattr(model.config, "sliding_window", None):
         draft, candidates = None, None  # rejected draft entries stay in the cache and would narrow the window
-    scores: dict[int, list[float]] = {}
+    if (candidates_after is None) != (scores is None):
+        raise ValueError("generate: candidates_after and scores go together")
     score_done = candidates_after is not None and not seq2seq and not getattr(model.config, "sliding_window", None)
     pad = tokenizer.pad_token_id
     draft_ids = target_prefix_ids(tokenizer, draft) if draft else []
@@ -147,27 +147,25 @@ def generate(model, tokenizer, sources: list[str], max_new_tokens: int, batch_si
             """The rest of the first candidate this row's text is a proper prefix of."""
             return next((c[len(gen):] for c in marked[idx[row]] if len(c) > len(gen) and c[:len(gen)] == gen), [])
 
-        kept: dict[int, CachedRow] = {}
+        cached: dict[int, CachedRow] = {}
 
         def on_done(done: list[tuple[int, int, list[int]]], cache, mask: torch.Tensor, idx: list[int] = idx,
-                    prompt: list[int] = enc["attention_mask"].sum(-1).tolist(), kept: dict = kept) -> None:
+                    prompt: list[int] = enc["attention_mask"].sum(-1).tolist(), cached: dict = cached) -> None:
             """Keeps the cache of each row leaving the batch whose candidates `candidates_after` names."""
             for j, row, gen in done:
                 found = candidates_after(idx[row], gen)
                 if found is not None and 0 < found[0] <= len(gen):  # all generated ids but the last were fed
                     shared, seqs = found
-                    kept[idx[row]] = CachedRow.take(cache, mask, j, prompt[row] + shared - 1, gen[shared - 1], seqs)
+                    cached[idx[row]] = CachedRow.take(cache, mask, j, prompt[row] + shared - 1, gen[shared - 1], seqs)
 
         rows = greedy_seq2seq(model, enc["input_ids"], enc["attention_mask"], max_new_tokens, finished) if seq2seq \
             else greedy(model, enc["input_ids"], enc["attention_mask"], max_new_tokens, finished, draft_ids,
                         propose if marked is not None else None, on_done if score_done else None)
-        if kept:  # the batch's candidates, scored in one pass over the kept caches
-            scores.update(zip(kept, score_in_cache(model, list(kept.values()), pad), strict=True))
+        if cached:  # the batch's candidates, scored over the kept caches
+            scores.update(zip(cached, score_in_cache(model, list(cached.values()), pad), strict=True))
         for i, text, full in zip(idx, tokenizer.batch_decode(rows, skip_special_tokens=True),
                                  tokenizer.batch_decode(rows, skip_special_tokens=False), strict=True):
             out[i], raw[i] = text, full
-    if candidates_after is not None:
-        return out, raw, scores
     return (out, raw) if return_raw else out
 
 
@@ -214,8 +212,9 @@ def greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new
     are not applied, as the students here set none.
 
     ``on_done(done, cache, mask)`` sees the rows that finished in a pass before they leave, as ``(j, row,
-    generated)``: j their index in `cache` and `mask`, whose real columns are the row's prompt and the generated
-    tokens fed so far (all but the last), so a caller can still run a pass over their cache (`score_in_cache`).
+    generated)``: j their index in `cache` and `mask`, whose real columns hold, in order, the row's prompt and at
+    least every generated token but the last (accepted draft tokens past a stop may follow), so a caller can still
+    score after what they wrote (`CachedRow`).
     """
     from transformers import DynamicCache
 
@@ -250,8 +249,8 @@ def greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new
         for j, take in enumerate(taken):  # rejected draft positions leave attention
             mask[j, window + 1 + take:] = 0
         if on_done is not None and len(keep) < len(alive):
-            kept = set(keep)
-            on_done([(j, row, generated[row]) for j, row in enumerate(alive) if j not in kept], cache, mask)
+            staying = set(keep)
+            on_done([(j, row, generated[row]) for j, row in enumerate(alive) if j not in staying], cache, mask)
         if not keep:
             return generated
         last_pos = last_pos + torch.tensor(taken, device=last_pos.device)
@@ -431,9 +430,11 @@ def trie_pass(model, cache, context: torch.Tensor, context_pos: torch.Tensor, ba
     """One forward pass of each row's token trie (`token_trie`) over `cache`, whose batch rows they are: a node
     attends to the cache columns `context` allows (bool ``[B, K]``, at positions `context_pos`) and to its own
     ancestors, at position ``base + 1 + depth``. A root's own log-probability is read from `first` (log-softmax
-    after the context, ``[B, V]``), or is 0 where `first` is None (a root that is the context's last token fed
-    again, whose logits give the rest). Returns each node's path log-probability from the root and the argmax
+    after the context, ``[B, V]``), or is 0 where `first` is None: then each trie has one root, the token after
+    the context fed again, whose logits score the rest. Returns each node's path log-probability from the root and the argmax
     after it (per row, padded past its trie), which trie tokens see which (``[B, L, L]``) and their positions."""
+    if first is None and any(t[1].count(-1) != 1 for t in tries):
+        raise ValueError("trie_pass without `first` scores tries with one root, the context's last token fed again")
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     # each row's trie, padded: its tokens, the node each token continues (-1: the context) and its depth
@@ -471,52 +472,52 @@ def trie_pass(model, cache, context: torch.Tensor, context_pos: torch.Tensor, ba
 @dataclass
 class CachedRow:
     """A row that left a decoding batch (`greedy`'s `on_done`), kept to score token sequences after what it wrote
-    without a second prefill: its cache (keys and values per layer, ``[heads, columns, dim]``), which columns are
-    real (its prompt and the generated tokens fed), and what to score: after its first `n` real columns, `root`
-    (the token after them, fed again: its logits start the scores) and then `sequences`, as one trie."""
+    without a second prefill: the cache of its context (keys and values per layer, ``[heads, tokens, dim]``: its
+    prompt and the first generated tokens, left padding and rejected drafts dropped), `root` (the token after that
+    context, fed again: its logits start the scores) and `sequences` to score after the root, as one trie."""
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
-    real: torch.Tensor
-    n: int
     root: int
     sequences: list[list[int]]
 
     @classmethod
     def take(cls, cache, mask: torch.Tensor, j: int, n: int, root: int, sequences: list[list[int]]) -> CachedRow:
-        """Row j of a decoding batch's cache and mask, copied (a view would keep the whole batch's cache alive)."""
-        layers = cache.layers
-        return cls([x.keys[j].clone() for x in layers], [x.values[j].clone() for x in layers], mask[j].bool().clone(),
-                   n, root, sequences)
+        """Row j of a decoding batch: the first n real columns of its cache (a gather, so a copy that does not keep
+        the batch's cache alive)."""
+        cols = mask[j].nonzero().flatten()[:n]
+        return cls([x.keys[j][:, cols] for x in cache.layers], [x.values[j][:, cols] for x in cache.layers], root,
+                   sequences)
 
 
 @torch.inference_mode()
-def score_in_cache(model, rows: list[CachedRow], pad: int) -> list[list[float]]:
-    """Log-probability of each row's sequences after its context, in one trie pass (`trie_pass`) over the rows'
-    caches stacked into one batch (right-padded: padding columns are no row's context)."""
+def score_in_cache(model, rows: list[CachedRow], pad: int, max_tokens: int = 2048) -> list[list[float]]:
+    """Log-probability of each row's sequences after its context, by one trie pass (`trie_pass`) over the rows'
+    caches stacked into a batch (right-padded: padding is no row's context), at most `max_tokens` trie tokens per
+    pass as `trie_scores` batches them. Each row's cache is released once stacked."""
     from transformers import DynamicCache
 
-    width = max(len(r.real) for r in rows)
-
-    def stacked(parts: list[torch.Tensor]) -> torch.Tensor:
-        out = parts[0].new_zeros((len(parts), parts[0].shape[0], width, parts[0].shape[-1]))
-        for b, t in enumerate(parts):
-            out[b, :, :t.shape[1]] = t
-        return out
-
-    cache = DynamicCache(config=model.config)
-    for layer_idx in range(len(rows[0].keys)):
-        cache.update(stacked([r.keys[layer_idx] for r in rows]), stacked([r.values[layer_idx] for r in rows]),
-                     layer_idx)
-    real = torch.zeros((len(rows), width), dtype=torch.bool, device=rows[0].real.device)
-    context = torch.zeros_like(real)
-    for b, r in enumerate(rows):
-        real[b, :len(r.real)] = r.real
-        context[b, r.real.nonzero().flatten()[:r.n]] = True
     tries = [token_trie([[r.root, *q] for q in r.sequences]) for r in rows]
-    paths, *_ = trie_pass(model, cache, context, (real.long().cumsum(-1) - 1).clamp(min=0),
-                          torch.tensor([r.n - 1 for r in rows]), tries, None, pad)
-    return [[path[e] for e in trie[3]] for path, trie in zip(paths, tries, strict=True)]
+    out: list[list[float]] = [[] for _ in rows]
+    for group in token_batches(list(range(len(rows))), [len(t[0]) for t in tries], len(rows), max_tokens):
+        sizes = torch.tensor([rows[b].keys[0].shape[1] for b in group])
+        width = int(sizes.max())
+        cache = DynamicCache(config=model.config)
+        for layer_idx in range(len(rows[group[0]].keys)):
+            parts = [(rows[b].keys[layer_idx], rows[b].values[layer_idx]) for b in group]
+            keys = parts[0][0].new_zeros((len(group), parts[0][0].shape[0], width, parts[0][0].shape[-1]))
+            values = keys.clone()
+            for k, (key, value) in enumerate(parts):
+                keys[k, :, :key.shape[1]], values[k, :, :value.shape[1]] = key, value
+            cache.update(keys, values, layer_idx)
+        for b in group:
+            rows[b].keys, rows[b].values = [], []
+        context = torch.arange(width)[None] < sizes[:, None]
+        paths, *_ = trie_pass(model, cache, context, torch.arange(width).expand(len(group), -1), sizes - 1,
+                              [tries[b] for b in group], None, pad)
+        for b, path in zip(group, paths, strict=True):
+            out[b] = [path[e] for e in tries[b][3]]
+    return out
 
 
 @torch.inference_mode()
@@ -800,18 +801,22 @@ def answer(model, tokenizer, sources: list[str], rows: list[dict], label_first: 
         texts, raw, log_probs = [""] * len(rows), [""] * len(rows), [[] for _ in rows]
     if missed:  # CoT-before models, encoder-decoders and the items greedy decoding took out of the trie
         offered = [calibration.candidates(rows[i], label_format) for i in missed] if label_first else None
-        after = None if label_first else (lambda k, gen: candidates_after_text(tokenizer, rows[missed[k]],
-                                                                               label_format, gen))
-        new_texts, new_raw, *in_cache = generate(model, tokenizer, [sources[i] for i in missed], max_new_tokens,
-                                                 batch_size, desc=f"eval {desc}",
-                                                 draft=ablations.MARK if label_first else None, return_raw=True,
-                                                 candidates=offered, candidates_after=after)
-        for i, text, full in zip(missed, new_texts, new_raw, strict=True):
+        handed = missed
+
+        def after(k: int, gen: list[int]) -> tuple[int, list[list[int]]] | None:
+            return candidates_after_text(tokenizer, rows[handed[k]], label_format, gen)
+
+        scored: dict[int, list[float]] = {}
+        new_texts, new_raw = generate(model, tokenizer, [sources[i] for i in handed], max_new_tokens, batch_size,
+                                      desc=f"eval {desc}", draft=ablations.MARK if label_first else None,
+                                      return_raw=True, candidates=offered,
+                                      candidates_after=None if label_first else after,
+                                      scores=None if label_first else scored)
+        for i, text, full in zip(handed, new_texts, new_raw, strict=True):
             texts[i], raw[i] = text, full
-        scored = in_cache[0] if in_cache else {}
         for k, lp in scored.items():
-            log_probs[missed[k]] = lp
-        missed = [i for k, i in enumerate(missed) if k not in scored]
+            log_probs[handed[k]] = lp
+        missed = [i for k, i in enumerate(handed) if k not in scored]
     seconds = time.perf_counter() - start
     start = time.perf_counter()
     if missed:
@@ -831,7 +836,10 @@ def candidates_after_text(tokenizer, row: dict, label_format: str, generated: li
     training tokenizes targets): how many generated ids that context takes and each candidate's ids after it, so
     `generate` scores them over its cache; None where the ids differ (a text tokenized otherwise, no label
     written), and the item is calibrated after its text as before."""
-    conts = scored_after(row, label_format, tokenizer.decode(generated))  # special tokens kept, as `answer`'s raw
+    text = tokenizer.decode(generated)  # special tokens kept, as `answer`'s raw text
+    if ablations.MARK.lower() not in text.lower():  # no opening marker: no context to score after
+        return None
+    conts = scored_after(row, label_format, text)
     if not conts:
         return None
     seqs = [continuation_ids(tokenizer, c, CLOSING) for c in conts]
