@@ -260,6 +260,9 @@ def profile_step(run) -> None:
 def bench_train(model_dir: str, targets: str, steps: int, threads: int, profile: bool) -> None:
     print(f"(b) fine-tuning {steps} steps, batch 8, {threads} threads, on {targets}")
     rates, mfu = {}, {}
+    torch.set_num_threads(threads)
+    dtype = torch.bfloat16 if use_bf16("auto") else torch.float32  # as the Trainer path decides it
+    peak_before = matmul_peak(dtype, n=2048, reps=10, fresh=True)
 
     def trainer_run(settings: dict):
         """One Trainer run of `steps` steps: its timed rate and the batches it trained on."""
@@ -287,11 +290,12 @@ def bench_train(model_dir: str, targets: str, steps: int, threads: int, profile:
                 for key, work in (("plain loop", batches), ("plain loop, all-position logits", full)):
                     rates[key] = max(rates.get(key, 0.0), plain_loop(model_dir, work, run.bf16, optimizer))
         params = sum(p.numel() for p in run.trainer.model.parameters())
-        peak = matmul_peak(torch.bfloat16 if run.bf16 else torch.float32, n=2048, reps=10)
+        # the MFU denominator: the better of the peak before the runs and after them (the machine may slow down)
+        peak = max(peak_before, matmul_peak(dtype, n=2048, reps=10, fresh=True))
         mfu[name] = 6 * params * rates[name] / peak
         print(f"    {name:>40}: {rates[name]:7.1f} real tokens/s, {run.trainer.state.global_step} steps, "
               f"MFU {mfu[name]:.0%}, pad fraction {pad_fraction(run.trainer):.1%} "
-              f"({'bf16' if run.bf16 else 'fp32'}; matmul peak {peak / 1e9:.0f} GFLOP/s measured)")
+              f"({'bf16' if run.bf16 else 'fp32'}; matmul peak {peak / 1e9:.0f} GFLOP/s, best of before and after)")
         if not settings["pad_to_max"]:
             for key in ("plain loop", "plain loop, all-position logits"):
                 mfu[key] = 6 * params * rates[key] / peak

@@ -53,7 +53,7 @@ def mi_run(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("mi"))
     config = mi_config(workdir)
     write(workdir, config)
-    smk(workdir, *PARALLEL, "--set-threads", "judge=1", "evaluate_transfer=1")
+    smk(workdir, *PARALLEL, "judge=1", "evaluate_transfer=1")
     return workdir, config
 
 

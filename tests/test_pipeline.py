@@ -23,6 +23,7 @@ from .test_workflow import SNAKEMAKE, smk
 
 pytestmark = pytest.mark.slow
 PARALLEL = ["--set-threads", "finetune=1", "evaluate=1", "rationales=1"]  # two 1-thread jobs on 2 cores
+# More rules go after it (`*PARALLEL, "judge=1"`): a second --set-threads replaces the first, not adds to it.
 MODEL = "results/models/csqa/palm540b/tiny-a/none/seed0"
 
 

@@ -57,7 +57,7 @@ def studies(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("studies"))
     config = studies_config(workdir)
     write(workdir, config)
-    smk(workdir, *PARALLEL, "--set-threads", "attribution=1")
+    smk(workdir, *PARALLEL, "attribution=1")
     return workdir, config
 
 

@@ -27,11 +27,14 @@ def cpu_has_bf16() -> bool:
 BF16_MARGIN = 1.25  # bf16 must beat fp32 by this much: near-equal timings must not flip the choice between runs
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 1024, reps: int = 8) -> float:
+def matmul_peak(dtype: torch.dtype, n: int = 1024, reps: int = 8, fresh: bool = False) -> float:
     """This CPU's matmul throughput (FLOP/s) in `dtype` with the current thread count (best of 3 timings): the
     precision choice and the benchmark's MFU denominator. Native bf16 instructions do not make bf16 faster: on one
-    AVX512-BF16 Xeon bf16 matmuls ran at half the fp32 rate (164 against 312 GFLOP/s, 2 threads)."""
-    return _matmul_peak(dtype, n, reps, torch.get_num_threads())
+    AVX512-BF16 Xeon bf16 matmuls ran at half the fp32 rate (164 against 312 GFLOP/s, 2 threads). Measured once per
+    process unless `fresh` (a benchmark taking the best of the machine's state before and after its runs: on one
+    shared 2-core VM the same matmul ran at 147 GFLOP/s before ten minutes of training and at 103 after)."""
+    measure = _matmul_peak.__wrapped__ if fresh else _matmul_peak
+    return measure(dtype, n, reps, torch.get_num_threads())
 
 
 @lru_cache(maxsize=None)
