@@ -24,6 +24,10 @@
     0 expected).
 (d) teacher generation: tokens/s of the transformers backend (and of vLLM with --teachers transformers,vllm on a
     GPU) on the same chat prompts.
+(e) multi-task training (Distilling Step-by-Step) with the task tags after the input: the Trainer path reading
+    each example's input once for both tasks (one packed pass, `multitask.PairCollator`) against the same batches
+    with the input read once per task, alternating, best of 2 each; examples/s, real tokens read/s and the
+    difference of the training losses.
 
 Run after the main job (it uses its converted student, targets and fine-tuned models):
     .venv/bin/python bench/bench_eval_train.py
@@ -180,7 +184,7 @@ class StepTimer(TrainerCallback):
     step's allocations do not blur the comparison."""
 
     def __init__(self) -> None:
-        self.seconds, self._start, self._skipped = 0.0, 0.0, 0
+        self.seconds, self._start, self._skipped, self.examples = 0.0, 0.0, 0, 0
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._start = time.perf_counter()
@@ -190,9 +194,11 @@ class StepTimer(TrainerCallback):
             self._skipped = state.num_input_tokens_seen
         else:
             self.seconds += time.perf_counter() - self._start
+            self.examples += args.per_device_train_batch_size * args.gradient_accumulation_steps
 
-    def rate(self, state) -> float:
-        return (state.num_input_tokens_seen - self._skipped) / self.seconds
+    def rate(self, state, examples: bool = False) -> float:
+        """Real tokens read per second (or training examples per second)."""
+        return (self.examples if examples else state.num_input_tokens_seen - self._skipped) / self.seconds
 
 
 def pad_fraction(trainer) -> float:
@@ -310,6 +316,49 @@ def bench_train(model_dir: str, targets: str, steps: int, threads: int, profile:
           f"{rates['trainer (dynamic + grouped)'] / rates['trainer (pad to max)']:.1f}x")
 
 
+def bench_multitask(model_dir: str, data: str, rationales: str, steps: int, threads: int) -> None:
+    """(e): DSS targets with the task tags after the input, trained with and without the shared input pass."""
+    from dataclasses import replace
+
+    from cotdistill.targets import build_targets
+
+    spec = {"kind": "multitask", "predict_prefix": "", "explain_prefix": "",
+            "predict_suffix": "\npredict:", "explain_suffix": "\nexplain:"}
+    targets = build_targets(pd.read_parquet(data), pd.read_parquet(rationales), "dss_tagged", spec,
+                            yaml.safe_load(Path("config.yaml").read_text())["targets"]["label_format"], 0)
+    params = {k: v for k, v in spec.items() if k != "kind"}
+    folder = tempfile.mkdtemp()
+    path = f"{folder}/targets.parquet"
+    targets.to_parquet(path)
+    print(f"(e) multi-task (DSS) training {steps} steps, batch 8, {threads} threads, {len(targets)} examples, "
+          f"task tags after the input")
+    rates, losses = {}, {}
+    for _ in range(2):
+        for share in (True, False):
+            run = build_trainer({"source": "local", "path": model_dir}, path, f"{folder}/ckpt",
+                                {"batch_size": 8, "max_steps": steps, "eval_every": 10**6, "lr": 1e-4,
+                                 "validation_size": 8, "multitask": {**params, "aux": "none", "reduction": "max",
+                                                                     "predict_weight": 0.5, "explain_weight": 0.5,
+                                                                     "aux_weight": 0.0}},
+                                seed=0, label_first=True, threads=threads)
+            run.trainer.data_collator = replace(run.trainer.data_collator, share=share)
+            timer = StepTimer()
+            run.trainer.add_callback(timer)
+            run.trainer.train()
+            shutil.rmtree(f"{folder}/ckpt", ignore_errors=True)
+            key = "input read once" if share else "input read per task"
+            examples = timer.rate(run.trainer.state, examples=True)
+            if examples > rates.get(key, (0.0, 0.0))[0]:
+                rates[key] = (examples, timer.rate(run.trainer.state))
+            losses[key] = run.trainer.state.log_history[-1]["train_loss"]
+    for key, (examples, tokens) in rates.items():
+        print(f"    {key:>40}: {examples:7.2f} examples/s, {tokens:7.1f} real tokens read/s")
+    diff = abs(losses["input read once"] - losses["input read per task"])
+    print(f"    ratio read once / per task: {rates['input read once'][0] / rates['input read per task'][0]:.2f}x "
+          f"examples/s (best of 2 each); training loss difference {diff:.1e}")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def validation_shares(models: str) -> None:
     """Each finished fine-tune's validation seconds against its wall time (train_metrics.json)."""
     for path in sorted(Path(models).glob("*/seed*/train_metrics.json")):
@@ -380,7 +429,9 @@ def main() -> None:
                    help="paper configs to dry-run")
     p.add_argument("--teachers", default="transformers", help="backends to time, comma-separated")
     p.add_argument("--train-data", default="results/data/csqa/train.parquet", help="the teachers' examples")
-    p.add_argument("--parts", default="eval,train,planning,teachers", help="which sections to run")
+    p.add_argument("--parts", default="eval,train,planning,teachers,multitask", help="which sections to run")
+    p.add_argument("--rationales", default="results/rationales/palm540b/csqa/train.parquet",
+                   help="teacher rationales for the multi-task section")
     p.add_argument("--student", default="results/hf/smollm2-135m")
     p.add_argument("--data", default="results/data/csqa/test.parquet")
     p.add_argument("--targets", default="results/targets/csqa/palm540b/cot_after/train.parquet")
@@ -402,6 +453,8 @@ def main() -> None:
         bench_planning(args.configs)
     if "teachers" in parts:
         bench_teachers(args.student, args.train_data, 16, args.threads, args.teachers.split(","))
+    if "multitask" in parts:
+        bench_multitask(args.student, args.train_data, args.rationales, args.steps, args.threads)
 
 
 if __name__ == "__main__":

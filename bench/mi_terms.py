@@ -25,7 +25,7 @@ def main() -> None:
 
     from cotdistill import io
     from cotdistill.losses import AUX_LOSSES, REDUCTIONS
-    from cotdistill.multitask import PairCollator, encode_pairs, task_outputs
+    from cotdistill.multitask import PairCollator, encode_pairs, pair_outputs
     from cotdistill.targets import EXPLAIN_COLUMNS, TARGET_COLUMNS
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -51,8 +51,7 @@ def main() -> None:
     start = time.perf_counter()
     for b in range(math.ceil(len(features) / args.batch_size)):
         batch = collate(features[b * args.batch_size:(b + 1) * args.batch_size])
-        pred_loss, pred_logits, pred_mask = task_outputs(model, batch["pred"])
-        expl_loss, expl_logits, expl_mask = task_outputs(model, batch["expl"])
+        (pred_loss, pred_logits, pred_mask), (expl_loss, expl_logits, expl_mask) = pair_outputs(model, batch)
         terms = {"predict": pred_loss, "explain": expl_loss}
         for name in names[2:]:
             aux, reduction = name.split("/")

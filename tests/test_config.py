@@ -272,6 +272,10 @@ def test_multitask_loss_goes_to_its_finetune_and_its_prefix_to_its_evaluation():
         **prefixes, "predict_prefix": "[P] "}}
     assert cfg.evaluation_params(c, "dss_mi") == {"label_first": True, "max_new_tokens": None, "precision": "auto",
                                                   "prefix": "[P] "}
+    # task tags after the input: the predict tag goes after every test input too
+    c["ablations"]["dss_mi"].update(predict_prefix="", predict_suffix="\nP:")
+    assert cfg.evaluation_params(c, "dss_mi") == {"label_first": True, "max_new_tokens": None, "precision": "auto",
+                                                  "prefix": "", "suffix": "\nP:"}
     assert cfg.targets_params(c, "dss_mi")["columns"][-2:] == ["explain_source", "explanation"]
 
 
@@ -318,6 +322,8 @@ def test_judge_params_hold_what_decides_a_grade_and_judge_only_rationale_writers
     assert params["teacher"] == {"backend": "transformers", "chat": True, "model": GGUF, "decoding": {"top_p": 1.0}}
     assert (params["kind"], params["prefix"], params["max_new_tokens"]) == ("multitask", "explain: ", 256)
     assert cfg.judge_params(c, "j", "csqa", "cot_before")["max_new_tokens"] is None  # read from its predictions
+    assert cfg.judge_params({**c, "ablations": {**c["ablations"], "dss": {"kind": "multitask", "explain_suffix": "E"}}},
+                            "j", "csqa", "dss") == {**params, "suffix": "E"}  # the explain tag frames its rationales
     # the teacher's own decoding and policy are the judge's business no more: editing them re-judges nothing
     c["teachers"]["sm"].update(policy="drop", decoding={"temperature": 0.9, "max_new_tokens": 7})
     assert cfg.judge_params(c, "j", "csqa", "dss") == params

@@ -107,6 +107,10 @@ def test_multitask_rows_carry_both_tasks_with_their_prefixes():
     assert row["source"] == "predict: " + format_source(ROW)
     assert row["explain_source"] == "explain: " + format_source(ROW) and row["explanation"] == "Milk must stay cold."
     assert "explanation" not in _target("cot_after").index
+    tagged = {"kind": "multitask", "predict_prefix": "", "explain_prefix": "", "predict_suffix": " P",
+              "explain_suffix": " E"}
+    row = build_targets(pd.DataFrame([ROW]), RAT, "dss", tagged, "letter", seed=0).iloc[0]
+    assert (row["source"], row["explain_source"]) == (format_source(ROW) + " P", format_source(ROW) + " E")
 
 
 def test_training_fractions_keep_nested_seeded_subsets():

@@ -13,6 +13,7 @@ evaluation.evaluate(
     max_new_tokens=snakemake.params.evaluation["max_new_tokens"],
     precision=snakemake.params.evaluation["precision"],
     prefix=snakemake.params.evaluation.get("prefix", ""),
+    suffix=snakemake.params.evaluation.get("suffix", ""),
     batch_size=int(config.evaluation_bookkeeping(snakemake.config)["batch_size"]),
     out_json=snakemake.output.json,
     out_predictions=snakemake.output.predictions,

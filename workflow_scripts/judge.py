@@ -20,5 +20,6 @@ judge.judge_files(
     predictions=snakemake.input.get("predictions"),
     kind=p.get("kind"),
     prefix=p.get("prefix", ""),
+    suffix=p.get("suffix", ""),
     max_new_tokens=p.get("max_new_tokens") or 0,
 )

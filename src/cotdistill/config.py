@@ -518,8 +518,10 @@ def evaluation_params(config: dict, ablation: str) -> dict:
     out = {"label_first": first, "max_new_tokens": None if first else int(settings["max_new_tokens"]),
            "precision": settings["precision"]}
     spec = ablation_spec(config, ablation)
-    if ABLATIONS.get(spec["kind"]).multitask:  # test inputs carry the predict task's prefix
+    if ABLATIONS.get(spec["kind"]).multitask:  # test inputs carry the predict task's prefix (and suffix)
         out["prefix"] = spec["predict_prefix"]
+        if spec.get("predict_suffix"):
+            out["suffix"] = spec["predict_suffix"]
     return out
 
 
@@ -605,6 +607,8 @@ def judge_params(config: dict, judge: str, dataset: str, ablation: str | None = 
         a = ablation_spec(config, ablation)
         out["kind"] = a["kind"]
         out["prefix"] = a.get("explain_prefix", "")
+        if a.get("explain_suffix"):
+            out["suffix"] = a["explain_suffix"]
         out["max_new_tokens"] = None if a["kind"] == "cot_before" else int(evaluation_settings(config)[
             "max_new_tokens"])
     return canonical(out)

@@ -395,7 +395,8 @@ def attention_bias(config, allowed: torch.Tensor, query_pos: torch.Tensor, key_p
     in place of its own masks: a model with sliding-window attention also gets the window, by position (what it
     would see decoding the sequence alone), per layer type where its layers mix sliding and full attention."""
     def bias(ok: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(ok.shape, dtype=dtype).masked_fill(~ok, torch.finfo(dtype).min).to(device)
+        zeros = torch.zeros(ok.shape, dtype=dtype, device=ok.device)  # where the mask is (training: on the GPU)
+        return zeros.masked_fill(~ok, torch.finfo(dtype).min).to(device)
 
     window = getattr(config, "sliding_window", None)
     if not window:
@@ -736,14 +737,15 @@ def score(predictions: list[str | None], gold: list[str], n_choices: int | None 
 def evaluate(model_dir: str, data: str, ablation: str, label_first: bool, label_format: str, out_json: str,
              out_predictions: str, out_speed: str, max_new_tokens: int | None = None,
              batch_size: int = EVALUATION["batch_size"], threads: int = 1,
-             precision: str = EVALUATION["precision"], prefix: str = "") -> dict:
+             precision: str = EVALUATION["precision"], prefix: str = "", suffix: str = "") -> dict:
     """Evaluate one fine-tuned model on one test split and write eval JSON, predictions and speed.
 
     Label-first models generate up to the closing marker within the longest label's budget, read off the passes
     that score their candidates for calibration (`answer_and_calibrate`; decoder-only students); the others
     generate their rationale first, up to `max_new_tokens`, and are calibrated in a second pass after it (`answer`).
     Weights load in bf16 where `precision` says so (auto: on GPUs with bf16; fp32 on CPUs, for reproducible eval
-    JSON, `use_bf16`), fp32 otherwise. `prefix` goes before every input (a multi-task model's predict task).
+    JSON, `use_bf16`), fp32 otherwise. `prefix` and `suffix` go around every input (a multi-task model's predict
+    task).
     """
     from transformers import AutoTokenizer
 
@@ -757,7 +759,7 @@ def evaluate(model_dir: str, data: str, ablation: str, label_first: bool, label_
     gold = [label_string(r, label_format) for r in rows]
     max_new = answer_budget(tok, rows, label_format) if label_first else int(max_new_tokens or
                                                                             EVALUATION["max_new_tokens"])
-    sources = [prefix + format_source(r) for r in rows]
+    sources = [prefix + format_source(r) + suffix for r in rows]
     texts, raw, log_probs, speed = answer(model, tok, sources, rows, label_first, label_format, max_new, batch_size,
                                           ablation)
     preds = [extract_label(t) for t in texts]
@@ -769,7 +771,7 @@ def evaluate(model_dir: str, data: str, ablation: str, label_first: bool, label_
               "model": str(Path(model_dir)),
               "decoding": {"greedy": True, "max_new_tokens": max_new, "stop": "closing " + ablations.MARK,
                            "label_first": label_first, "precision": str(dtype).removeprefix("torch."),
-                           **({"prefix": prefix} if prefix else {})},
+                           **({"prefix": prefix} if prefix else {}), **({"suffix": suffix} if suffix else {})},
               "calibration": calibrated}
     io.write_parquet(pd.DataFrame({"id": [r["id"] for r in rows], "generated": texts, "parsed_label": preds,
                                    "predicted_class": classes, "gold": [normalise(g) for g in gold],

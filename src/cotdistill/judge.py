@@ -2,7 +2,7 @@
 
 One `judge` job per fine-tuned model writes its rationales on the judged items and their grades; one per teacher
 grades the teacher's own test rationales (the reference). Rationales come from what each model was trained to
-write: a multi-task student's explain task (its explain prefix before the input), a CoT-before model's text
+write: a multi-task student's explain task (its explain prefix and suffix around the input), a CoT-before model's text
 before its label (from its evaluation's predictions), a CoT-after model's text after its label (generated past the
 closing marker). The items are `items` test ids drawn with a seed keyed by id (the same for every model of a
 dataset), among those the teacher has a test rationale for, so every source is graded on the same items.
@@ -72,8 +72,9 @@ def select_items(ids: list[str], n: int, seed: int) -> list[str]:
 
 
 def model_rationales(model_dir: str, rows: list[dict], kind: str, predictions: pd.DataFrame, prefix: str,
-                     max_new_tokens: int, batch_size: int) -> list[str]:
-    """The rationale a fine-tuned model writes for each row (module docstring)."""
+                     max_new_tokens: int, batch_size: int, suffix: str = "") -> list[str]:
+    """The rationale a fine-tuned model writes for each row (module docstring); `prefix` and `suffix` frame its
+    inputs (a multi-task student's explain task)."""
     if kind == "cot_before":
         generated = predictions.set_index("id")["generated"]
         return [text_before_label(str(generated[r["id"]])) for r in rows]
@@ -85,7 +86,7 @@ def model_rationales(model_dir: str, rows: list[dict], kind: str, predictions: p
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = load_student(model_dir).to("cuda" if torch.cuda.is_available() else "cpu").eval()
-    sources = [prefix + format_source(r) for r in rows]
+    sources = [prefix + format_source(r) + suffix for r in rows]
     texts = generate(model, tok, sources, max_new_tokens, batch_size, stop_at_marker=False, desc="rationales")
     return [t.strip() if kind == "multitask" else text_after_label(t) for t in texts]
 
@@ -121,7 +122,7 @@ def judge_frame(ids: list[str], source: str, rationales: list[str], correct: lis
 def judge_files(data: str, teacher_rationales: str, out: str, spec: dict, judge_spec: dict, judge_name: str,
                 prompt_path: str, seed: int, batch_size: int, threads: int = 1, model_dir: str | None = None,
                 predictions: str | None = None, kind: str | None = None, prefix: str = "",
-                max_new_tokens: int = 256) -> pd.DataFrame:
+                max_new_tokens: int = 256, suffix: str = "") -> pd.DataFrame:
     """The `judge` rule: grades the rationales of the model in `model_dir` (kind `kind`, its evaluation's
     `predictions`) or, without a model, the teacher's own test rationales; writes one row per item (`JUDGE_COLUMNS`).
     `spec`: the judge entry (items, samples, temperature, max_new_tokens); `judge_spec`: its teacher's spec."""
@@ -149,7 +150,7 @@ def judge_files(data: str, teacher_rationales: str, out: str, spec: dict, judge_
         pred = io.read_parquet(predictions, required=["id", "generated", "predicted_class", "gold_class"])
         hit = pred.set_index("id")
         correct = [bool(hit.loc[i, "predicted_class"] == hit.loc[i, "gold_class"] != "<invalid>") for i in ids]
-        rationales = model_rationales(model_dir, rows, kind, pred, prefix, max_new_tokens, batch_size)
+        rationales = model_rationales(model_dir, rows, kind, pred, prefix, max_new_tokens, batch_size, suffix)
         source = Path(model_dir).as_posix()
         gc.collect()  # the student is gone: give its (GPU) memory back before the judge loads
         if torch.cuda.is_available():

@@ -46,7 +46,8 @@ def mi_paper(pred_logits: torch.Tensor, pred_mask: torch.Tensor, expl_logits: to
     probability vector again and takes the unnormalised pooled vector as soft target. Over a vocabulary of V the
     term sits near ``log(V) * sum(pred_vec)`` whatever the model does, and its gradient is tiny: kept to reproduce
     the paper's numbers, not as a measure of mutual information. On a decoder-only student the kept positions
-    beyond a row's target are the end of its prompt (left padding), where the authors' T5 had decoder padding."""
+    beyond a row's target are the end of its prompt (left padding), where the authors' T5 had decoder padding; in a
+    packed batch (task tags after the input, `multitask.PairCollator`) they are its task tag and right padding."""
     _check(reduction)
     pred = pred_logits.detach().float().softmax(-1)
     expl = expl_logits.float().softmax(-1)

@@ -10,14 +10,30 @@ over the target span, `training.Collator`); an encoder-decoder student encodes t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pandas as pd
 import torch
 
+from .evaluation import attention_bias
 from .losses import AUX_LOSSES
 from .training import Collator, Seq2SeqCollator, encode, marker_ends, target_loss, target_positions
 
 TASKS = ("pred", "expl")
+
+
+def shared_length(features: dict) -> int:
+    """How many tokens both tasks of an example begin with and can read in one pass: their common start, short of
+    the token before either task's first target token (each task's own part keeps the position that predicts its
+    first target). With the DSS prefixes at most a BOS token; the whole input where the task tags follow it
+    (``predict_suffix``, ``explain_suffix``)."""
+    a, b = features["pred_input_ids"], features["expl_input_ids"]
+    limit = min(next((i for i, x in enumerate(features[f"{t}_labels"]) if x != -100), len(features[f"{t}_labels"]))
+                for t in TASKS) - 1
+    n = 0
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
 
 
 @dataclass
@@ -25,17 +41,63 @@ class PairCollator:
     """``{"pred": batch, "expl": batch}`` from features holding both tasks of an example (``pred_input_ids``,
     ``pred_labels``, ``expl_input_ids``, ``expl_labels``): row i of each task batch is the same example.
     Encoder-decoder features (`start_id`: the decoder's start token) put the target in ``*_labels`` only and are
-    batched by `training.Seq2SeqCollator`."""
+    batched by `training.Seq2SeqCollator`.
+
+    With `share` (decoder-only, left side; training sets it where the task tags follow the input), a batch whose
+    pairs begin alike (`shared_length`) is packed instead where that takes fewer positions than the two task
+    batches, one row per example, ``{"packed": ...}``: the shared tokens (left-padded), the rest of the predict task
+    and the rest of the explain task (each right-padded), positions counting on from the shared part, and
+    ``allowed``, which key each query may attend to (causal, real tokens only, the explain task never seeing the
+    predict task's), so one forward pass gives both tasks the loss and gradients of their unshared batches."""
 
     pad_id: int
     side: str = "left"  # decoder-only: `training.Collator`'s side
     start_id: int | None = None  # encoder-decoder students only
+    share: bool = False
 
     def __call__(self, features: list[dict]) -> dict[str, dict]:
+        if self.share and self.side == "left" and self.start_id is None:
+            shared = [shared_length(f) for f in features]
+            if sum(self._widths(features, shared)) < sum(self._widths(features, [0] * len(features))[1:]):
+                return {"packed": self._packed(features, shared)}
         batch = Collator(self.pad_id, side=self.side) if self.start_id is None else Seq2SeqCollator(self.pad_id,
                                                                                                   self.start_id)
         return {task: batch([{"input_ids": f[f"{task}_input_ids"], "labels": f[f"{task}_labels"]} for f in features])
                 for task in TASKS}
+
+    @staticmethod
+    def _widths(features: list[dict], shared: list[int]) -> list[int]:
+        """Columns of a packed batch: shared part, rest of the predict task, rest of the explain task."""
+        return [max(shared)] + [max(len(f[f"{t}_input_ids"]) - n for f, n in zip(features, shared, strict=True))
+                                for t in TASKS]
+
+    def _packed(self, features: list[dict], shared: list[int]) -> dict[str, torch.Tensor]:
+        """The packed batch; its ``attention_mask`` (real tokens) is for the Trainer's token count only."""
+        rows = len(features)
+        widths = self._widths(features, shared)
+        width = sum(widths)
+        ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
+        position = torch.zeros((rows, width), dtype=torch.long)
+        real = torch.zeros((rows, width), dtype=torch.bool)
+        labels = {t: torch.full((rows, w), -100, dtype=torch.long) for t, w in zip(TASKS, widths[1:], strict=True)}
+        for i, (f, n) in enumerate(zip(features, shared, strict=True)):
+            cols = slice(widths[0] - n, widths[0])
+            ids[i, cols], real[i, cols] = torch.tensor(f["pred_input_ids"][:n], dtype=torch.long), True
+            position[i, cols] = torch.arange(n)
+            start = widths[0]
+            for t, w in zip(TASKS, widths[1:], strict=True):
+                rest = f[f"{t}_input_ids"][n:]
+                cols = slice(start, start + len(rest))
+                ids[i, cols], real[i, cols] = torch.tensor(rest), True
+                position[i, cols] = n + torch.arange(len(rest))
+                labels[t][i, :len(rest)] = torch.tensor(f[f"{t}_labels"][n:])
+                start += w
+        part = torch.repeat_interleave(torch.arange(3), torch.tensor(widths))  # 0 shared, 1 predict, 2 explain
+        col = torch.arange(width)
+        allowed = real[:, None, :] & (col[None, :] <= col[:, None]) & ~((part[:, None] == 2) & (part[None, :] == 1))
+        allowed |= torch.eye(width, dtype=torch.bool)  # padding queries see themselves: no row is empty
+        return {"input_ids": ids, "attention_mask": real.long(), "position_ids": position, "allowed": allowed[:, None],
+                "pred_labels": labels["pred"], "expl_labels": labels["expl"]}
 
 
 def encode_pairs(tokenizer, targets: pd.DataFrame, max_source: int, max_target: int, overlong: str = "error",
@@ -44,7 +106,8 @@ def encode_pairs(tokenizer, targets: pd.DataFrame, max_source: int, max_target: 
 
     The predict task follows `training.encode` (a label cut by `max_target` is an error or drops the row); the
     explanation is cut at `max_target` tokens, as Distilling Step-by-Step truncates its targets. A source cut to
-    `max_source` keeps its task prefix (`prefixes`: predict, explain), so the two tasks stay apart."""
+    `max_source` keeps its task prefix (`prefixes`: predict, explain), so the two tasks stay apart, and its end,
+    so task tags after the input (``*_suffix``) stay too."""
     pred, dropped = encode(tokenizer, list(targets["source"]), list(targets["target"]), marker_ends(targets),
                            max_source, max_target, list(targets["id"]), overlong, prefixes[0], encoder_decoder)
     kept = targets[~targets["id"].isin(dropped)]
@@ -59,17 +122,35 @@ def encode_pairs(tokenizer, targets: pd.DataFrame, max_source: int, max_target: 
 def task_outputs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(mean target-token loss, logits over target positions ``[B, L, V]``, mask of real target positions)."""
     labels = batch["labels"]
-    out = model(**{k: v for k, v in batch.items() if k != "labels"})
-    logits, tail = target_positions(out, labels)
-    return target_loss(out, labels), logits, tail.ne(-100)
+    return _scored(model(**{k: v for k, v in batch.items() if k != "labels"}), labels)
+
+
+def _scored(outputs, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    logits, tail = target_positions(outputs, labels)
+    return target_loss(outputs, labels), logits, tail.ne(-100)
+
+
+def pair_outputs(model, inputs: dict[str, dict]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """`task_outputs` of the predict and the explain task of a `PairCollator` batch. A packed batch takes one
+    forward pass, its logits kept over the two tasks' parts, each part's logits predicting that part's next tokens."""
+    if "packed" not in inputs:
+        return [task_outputs(model, inputs[t]) for t in TASKS]
+    batch = inputs["packed"]
+    position, widths = batch["position_ids"], [batch[f"{t}_labels"].shape[1] for t in TASKS]
+    inner = getattr(model, "module", model)  # DDP
+    bias = attention_bias(inner.config, batch["allowed"], position, position, next(inner.parameters()).dtype,
+                          position.device)
+    logits = model(input_ids=batch["input_ids"], attention_mask=bias, position_ids=position,
+                   logits_to_keep=sum(widths)).logits
+    parts = logits.split(widths, dim=1)
+    return [_scored(SimpleNamespace(logits=p), batch[f"{t}_labels"]) for p, t in zip(parts, TASKS, strict=True)]
 
 
 def multitask_loss(model, inputs: dict[str, dict], weights: tuple[float, float, float], aux: str = "none",
                    reduction: str = "max") -> tuple[torch.Tensor, dict[str, float]]:
     """The weighted DSS loss of one paired batch and its parts (for logging the size of each term)."""
     a1, a2, a3 = weights
-    pred_loss, pred_logits, pred_mask = task_outputs(model, inputs["pred"])
-    expl_loss, expl_logits, expl_mask = task_outputs(model, inputs["expl"])
+    (pred_loss, pred_logits, pred_mask), (expl_loss, expl_logits, expl_mask) = pair_outputs(model, inputs)
     aux_fn = AUX_LOSSES.get(aux, "the multitask ablation parameter aux")
     aux_loss = aux_fn(pred_logits, pred_mask, expl_logits, expl_mask, reduction)
     loss = a1 * pred_loss + a2 * expl_loss + a3 * aux_loss
@@ -108,13 +189,13 @@ class MultitaskTrainerMixin:
             self._since_log = []
         super().log(logs, *args, **kwargs)
 
-    def _track_num_input_tokens(self, inputs) -> None:  # both tasks' tokens: the batch has no top-level input_ids
-        for task in TASKS:
-            super()._track_num_input_tokens(inputs[task])
+    def _track_num_input_tokens(self, inputs) -> None:  # every part's tokens: the batch has no top-level input_ids
+        for part in inputs.values():
+            super()._track_num_input_tokens(part)
 
-    def floating_point_ops(self, inputs) -> int:  # the Trainer's total_flos, over both tasks
+    def floating_point_ops(self, inputs) -> int:  # the Trainer's total_flos, over every part
         flops = super().floating_point_ops
-        return sum(flops(inputs[task]) for task in TASKS)
+        return sum(flops(part) for part in inputs.values())
 
     def term_means(self) -> dict[str, float]:
         """Each term's mean over this process's training batches (unweighted)."""

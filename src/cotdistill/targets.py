@@ -77,8 +77,8 @@ def build_targets(data: pd.DataFrame, rationales: pd.DataFrame | None, ablation:
     Each example's randomness comes from `ablations.example_rng` (seed, kind and parameters, example id): the same
     example gets the same perturbation whatever the row order, the other rows or the ablation's name. The
     vocabulary of `random_words` is every word of the kept rationales, sorted. A multi-task ablation's rows put
-    its predict prefix before the source and carry the explain task (`EXPLAIN_COLUMNS`: prefixed source and the
-    rationale as its target). A kind with a ``train_fraction`` parameter keeps the examples whose draw from
+    its predict prefix before the source (and suffix after it) and carry the explain task (`EXPLAIN_COLUMNS`: the
+    source framed by the explain prefix and suffix, and the rationale as its target). A kind with a ``train_fraction`` parameter keeps the examples whose draw from
     (seed, example id) falls under it, so a smaller fraction's examples are a subset of a larger one's.
     """
     abl = ablations.get(spec, ablation)
@@ -110,7 +110,8 @@ def build_targets(data: pd.DataFrame, rationales: pd.DataFrame | None, ablation:
         out = {"id": row["id"], "task": row["task"], "source": source, "target": target, "label": label,
                "label_start": start, "label_end": start + len(label)}
         if abl.multitask:
-            out.update(source=params["predict_prefix"] + source, explain_source=params["explain_prefix"] + source,
+            out.update(source=params["predict_prefix"] + source + params.get("predict_suffix", ""),
+                       explain_source=params["explain_prefix"] + source + params.get("explain_suffix", ""),
                        explanation=row["rationale"])
         rows.append(out)
     return pd.DataFrame(rows, columns=TARGET_COLUMNS + (EXPLAIN_COLUMNS if abl.multitask else []))

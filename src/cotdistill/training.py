@@ -334,8 +334,9 @@ def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str | Path, set
     if s["pad_to_max"] and (multitask or seq2seq):
         raise ValueError("training.pad_to_max (a benchmark baseline) is for single-task decoder-only training only")
     if multitask:
-        collator = PairCollator(tok.pad_token_id, side=side,
-                                start_id=model.config.decoder_start_token_id if seq2seq else None)
+        collator = PairCollator(tok.pad_token_id, side=side,  # packs only where the tags follow the input
+                                start_id=model.config.decoder_start_token_id if seq2seq else None,
+                                share=bool(multitask.get("predict_suffix") or multitask.get("explain_suffix")))
     elif seq2seq:
         collator = Seq2SeqCollator(tok.pad_token_id, model.config.decoder_start_token_id)
     else:
