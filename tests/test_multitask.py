@@ -158,10 +158,14 @@ def test_multitask_ablation_trains_both_tasks_through_the_trainer(tiny_gpt2, tmp
     terms = run.trainer.term_means()
     assert set(terms) == {"predict", "explain", "aux"} and all(v > 0 for v in terms.values())
     assert result.training_loss == pytest.approx(sum(weights[f"{k}_weight"] * v for k, v in terms.items()), rel=1e-4)
-    # both tasks' real tokens are counted (the batch has no top-level input_ids), an input both read once
-    shared = sum(shared_length(f) for f in run.trainer.train_dataset)
+    # both tasks' real tokens are counted (the batch has no top-level input_ids), an input both read once, as each
+    # example's length says (length-grouped batches and the cost report count what it costs)
+    data = run.trainer.train_dataset
+    shared = sum(shared_length(f) for f in data)
     assert (shared > 0) == (tags == "after")
-    assert run.trainer.state.num_input_tokens_seen == sum(run.trainer.train_dataset["length"]) - shared
+    assert data["length"] == [len(f["pred_input_ids"]) + len(f["expl_input_ids"]) - (shared_length(f) if shared else 0)
+                              for f in data]
+    assert run.trainer.state.num_input_tokens_seen == sum(data["length"])
     logged = [h for h in run.trainer.state.log_history if "loss_aux" in h]
     assert logged or run.trainer.state.global_step < run.trainer.args.logging_steps
 

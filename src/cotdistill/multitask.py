@@ -101,22 +101,28 @@ class PairCollator:
 
 
 def encode_pairs(tokenizer, targets: pd.DataFrame, max_source: int, max_target: int, overlong: str = "error",
-                 prefixes: tuple[str, str] = ("", ""), encoder_decoder: bool = False) -> tuple[dict, list[str]]:
+                 prefixes: tuple[str, str] = ("", ""), encoder_decoder: bool = False,
+                 shared: bool = False) -> tuple[dict, list[str]]:
     """Both tasks of each row of a multi-task targets file, for `PairCollator`; returns (encoded, dropped ids).
 
     The predict task follows `training.encode` (a label cut by `max_target` is an error or drops the row); the
     explanation is cut at `max_target` tokens, as Distilling Step-by-Step truncates its targets. A source cut to
     `max_source` keeps its task prefix (`prefixes`: predict, explain), so the two tasks stay apart, and its end,
-    so task tags after the input (``*_suffix``) stay too."""
+    so task tags after the input (``*_suffix``) stay too. An example's ``length`` is its two tasks' tokens, less
+    the tokens they begin with when `shared` (packed training reads those once: length-grouped batches and the cost
+    report then count what an example costs)."""
     pred, dropped = encode(tokenizer, list(targets["source"]), list(targets["target"]), marker_ends(targets),
                            max_source, max_target, list(targets["id"]), overlong, prefixes[0], encoder_decoder)
     kept = targets[~targets["id"].isin(dropped)]
     expl, _ = encode(tokenizer, list(kept["explain_source"]), list(kept["explanation"]), [0] * len(kept),
                      max_source, max_target, list(kept["id"]), keep_prefix=prefixes[1],
                      encoder_decoder=encoder_decoder)
-    return {"pred_input_ids": pred["input_ids"], "pred_labels": pred["labels"], "expl_input_ids": expl["input_ids"],
-            "expl_labels": expl["labels"],
-            "length": [a + b for a, b in zip(pred["length"], expl["length"], strict=True)]}, dropped
+    out = {"pred_input_ids": pred["input_ids"], "pred_labels": pred["labels"], "expl_input_ids": expl["input_ids"],
+           "expl_labels": expl["labels"]}
+    rows = [dict(zip(out, values, strict=True)) for values in zip(*out.values(), strict=True)] if shared else []
+    both = [a + b for a, b in zip(pred["length"], expl["length"], strict=True)]
+    return {**out, "length": [n - shared_length(r) for n, r in zip(both, rows, strict=True)] if shared else both
+            }, dropped
 
 
 def task_outputs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

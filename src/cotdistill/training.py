@@ -305,7 +305,11 @@ def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str | Path, set
         log.info("filler token for this student: %r (%s)", filler_token, "its unk token" if filler_token !=
                  filler else "the fallback: its tokenizer has no unk token distinct from EOS")
     train_df, val_df = split_validation(targets, int(s["validation_size"]), data_seed)
+    side = "left" if {"logits_to_keep", "position_ids"} <= set(inspect.signature(model.forward).parameters) else "right"
     multitask = s.get("multitask")  # a multi-task ablation's loss (`config.finetune_settings`)
+    # task tags after the input: a decoder-only student reads it once for both tasks (`multitask.PairCollator`)
+    share = bool(multitask and (multitask.get("predict_suffix") or multitask.get("explain_suffix"))
+                 and not seq2seq and side == "left")
     if multitask:
         from .multitask import MultitaskTrainerMixin, PairCollator, encode_pairs
 
@@ -315,7 +319,7 @@ def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str | Path, set
                              f"build the targets with a multi-task ablation")
         encoded, dropped = encode_pairs(tok, train_df, int(s["max_source_tokens"]), int(s["max_target_tokens"]),
                                         s["overlong"], (multitask["predict_prefix"], multitask["explain_prefix"]),
-                                        seq2seq)
+                                        seq2seq, shared=share)
     else:
         encoded, dropped = encode(tok, list(train_df["source"]), list(train_df["target"]), marker_ends(train_df),
                                   int(s["max_source_tokens"]), int(s["max_target_tokens"]), list(train_df["id"]),
@@ -330,13 +334,11 @@ def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str | Path, set
     val_budget = label_budget(tok, list(targets["label"].unique())) if label_first else validation_budget(
         tok, targets, int(s["max_target_tokens"]))
     bf16 = use_bf16(s["precision"])
-    side = "left" if {"logits_to_keep", "position_ids"} <= set(inspect.signature(model.forward).parameters) else "right"
     if s["pad_to_max"] and (multitask or seq2seq):
         raise ValueError("training.pad_to_max (a benchmark baseline) is for single-task decoder-only training only")
     if multitask:
-        collator = PairCollator(tok.pad_token_id, side=side,  # packs only where the tags follow the input
-                                start_id=model.config.decoder_start_token_id if seq2seq else None,
-                                share=bool(multitask.get("predict_suffix") or multitask.get("explain_suffix")))
+        collator = PairCollator(tok.pad_token_id, side=side,
+                                start_id=model.config.decoder_start_token_id if seq2seq else None, share=share)
     elif seq2seq:
         collator = Seq2SeqCollator(tok.pad_token_id, model.config.decoder_start_token_id)
     else:
