@@ -119,10 +119,11 @@ def encode_pairs(tokenizer, targets: pd.DataFrame, max_source: int, max_target: 
                      encoder_decoder=encoder_decoder)
     out = {"pred_input_ids": pred["input_ids"], "pred_labels": pred["labels"], "expl_input_ids": expl["input_ids"],
            "expl_labels": expl["labels"]}
-    rows = [dict(zip(out, values, strict=True)) for values in zip(*out.values(), strict=True)] if shared else []
-    both = [a + b for a, b in zip(pred["length"], expl["length"], strict=True)]
-    return {**out, "length": [n - shared_length(r) for n, r in zip(both, rows, strict=True)] if shared else both
-            }, dropped
+    length = [a + b for a, b in zip(pred["length"], expl["length"], strict=True)]
+    if shared:
+        features = (dict(zip(out, values, strict=True)) for values in zip(*out.values(), strict=True))
+        length = [n - shared_length(f) for n, f in zip(length, features, strict=True)]
+    return {**out, "length": length}, dropped
 
 
 def task_outputs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
