@@ -309,6 +309,27 @@ def test_closing_scores_the_first_token_of_the_marker_after_each_candidate(tiny_
     assert got[0] != pytest.approx(got[1], abs=1e-3)
 
 
+def test_scoring_passes_put_tries_of_like_size_together(tiny_gpt2, monkeypatch):
+    """A pass pads every trie to its longest (SVAMP: 48-294 tokens of candidate equations against prompts of about
+    40): sources go into passes by context and trie size together, not by prompt length alone."""
+    from cotdistill import evaluation
+
+    tok, model = load_model(tiny_gpt2)
+    tok.pad_token = tok.eos_token
+    sizes, trie_pass = [], evaluation.trie_pass
+
+    def spy(model, cache, context, context_pos, base, tries, *args):
+        sizes.append(sorted(len(t[0]) for t in tries))
+        return trie_pass(model, cache, context, context_pos, base, tries, *args)
+
+    monkeypatch.setattr(evaluation, "trie_pass", spy)
+    small, big = [[5], [6]], [[k, k + 1, k + 2] for k in (10, 13, 16, 19)]
+    # prompts of 2-5 tokens: by their length alone, each pass would hold a small and a big trie
+    evaluation.trie_scores(model, tok, ["a b", "a b c", "a b c d", "a b c d e"], [small, big, small, big],
+                           batch_size=2)
+    assert sizes == [[2, 2], [12, 12]]
+
+
 def test_evaluation_reports_calibration_over_the_choices(marker_model, tmp_path):
     import json
 

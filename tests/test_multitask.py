@@ -54,6 +54,9 @@ def test_inputs_both_tasks_begin_with_are_read_once_with_the_same_loss_and_gradi
     # the whole input, short of the token before the explain task's first target (its 1-token tag follows it)
     assert [shared_length(f) for f in features] == [3, 6, 9, 12]
     assert set(PairCollator(pad_id=0)(features)) == {"pred", "expl"}  # packing is asked for (training: by the tags)
+    for wrong in ({"side": "right"}, {"start_id": 0}):  # right padding or an encoder-decoder cannot be packed
+        with pytest.raises(ValueError, match="share"):
+            PairCollator(pad_id=0, share=True, **wrong)
     packed = PairCollator(pad_id=0, share=True)(features)["packed"]
     # 12 shared columns, then predict (its tag's 2 tokens and the label's 2) and explain (its tag and rationale)
     assert packed["input_ids"].shape == (4, 12 + 4 + 12) and packed["pred_labels"].shape == (4, 4)

@@ -495,12 +495,14 @@ class CachedRow:
 def score_in_cache(model, rows: list[CachedRow], pad: int, max_tokens: int = 2048) -> list[list[float]]:
     """Log-probability of each row's sequences after its context, by one trie pass (`trie_pass`) over the rows'
     caches stacked into a batch (right-padded: padding is no row's context), at most `max_tokens` trie tokens per
-    pass as `trie_scores` batches them. Each row's cache is released once stacked."""
+    pass as `trie_scores` batches them, rows of like trie size together. Each row's cache is released once
+    stacked."""
     from transformers import DynamicCache
 
     tries = [token_trie([[r.root, *q] for q in r.sequences]) for r in rows]
     out: list[list[float]] = [[] for _ in rows]
-    for group in token_batches(list(range(len(rows))), [len(t[0]) for t in tries], len(rows), max_tokens):
+    by_size = sorted(range(len(rows)), key=lambda b: len(tries[b][0]))  # a pass pads every trie to its longest
+    for group in token_batches(by_size, [len(t[0]) for t in tries], len(rows), max_tokens):
         sizes = torch.tensor([rows[b].keys[0].shape[1] for b in group])
         width = int(sizes.max())
         cache = DynamicCache(config=model.config)
@@ -545,7 +547,9 @@ def trie_scores(model, tokenizer, sources: list[str], sequences: list[list[list[
         shared = shared_prefix(ids)
         encoded.append((tokenizer(src, add_special_tokens=True)["input_ids"], ids[0][:shared],
                         token_trie([c[shared:] for c in ids])))
-    order = sorted(range(len(sources)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
+    # batched by context and trie length together: a pass pads both, and SVAMP's tries (17 equations) outweigh
+    # their prompts, where sorting by the context alone padded the trie tokens 1.75x
+    order = sorted(range(len(sources)), key=lambda i: sum(len(part) for part in (*encoded[i][:2], encoded[i][2][0])))
     batches = token_batches(order, [len(e[2][0]) for e in encoded], batch_size, max_tokens)
     out: list[TrieScore | None] = [None] * len(sources)
     for idx in tqdm(batches, desc=desc, unit="batch"):
@@ -759,7 +763,7 @@ def evaluate(model_dir: str, data: str, ablation: str, label_first: bool, label_
     gold = [label_string(r, label_format) for r in rows]
     max_new = answer_budget(tok, rows, label_format) if label_first else int(max_new_tokens or
                                                                             EVALUATION["max_new_tokens"])
-    sources = [prefix + format_source(r) + suffix for r in rows]
+    sources = [format_source(r, prefix, suffix) for r in rows]
     texts, raw, log_probs, speed = answer(model, tok, sources, rows, label_first, label_format, max_new, batch_size,
                                           ablation)
     preds = [extract_label(t) for t in texts]

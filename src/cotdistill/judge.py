@@ -86,7 +86,7 @@ def model_rationales(model_dir: str, rows: list[dict], kind: str, predictions: p
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = load_student(model_dir).to("cuda" if torch.cuda.is_available() else "cpu").eval()
-    sources = [prefix + format_source(r) + suffix for r in rows]
+    sources = [format_source(r, prefix, suffix) for r in rows]
     texts = generate(model, tok, sources, max_new_tokens, batch_size, stop_at_marker=False, desc="rationales")
     return [t.strip() if kind == "multitask" else text_after_label(t) for t in texts]
 

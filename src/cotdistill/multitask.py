@@ -55,8 +55,12 @@ class PairCollator:
     start_id: int | None = None  # encoder-decoder students only
     share: bool = False
 
+    def __post_init__(self) -> None:
+        if self.share and (self.side != "left" or self.start_id is not None):
+            raise ValueError("PairCollator(share=True) packs decoder-only, left-padded batches only")
+
     def __call__(self, features: list[dict]) -> dict[str, dict]:
-        if self.share and self.side == "left" and self.start_id is None:
+        if self.share:
             shared = [shared_length(f) for f in features]
             if sum(self._widths(features, shared)) < sum(self._widths(features, [0] * len(features))[1:]):
                 return {"packed": self._packed(features, shared)}
@@ -95,7 +99,9 @@ class PairCollator:
         part = torch.repeat_interleave(torch.arange(3), torch.tensor(widths))  # 0 shared, 1 predict, 2 explain
         col = torch.arange(width)
         allowed = real[:, None, :] & (col[None, :] <= col[:, None]) & ~((part[:, None] == 2) & (part[None, :] == 1))
-        allowed |= torch.eye(width, dtype=torch.bool)  # padding queries see themselves: no row is empty
+        # padding queries see themselves: no fully masked row, which SDPA's memory-efficient CUDA kernel turns into
+        # NaN (transformers' `_unmask_unattended` guards its own masks the same way)
+        allowed |= torch.eye(width, dtype=torch.bool)
         return {"input_ids": ids, "attention_mask": real.long(), "position_ids": position, "allowed": allowed[:, None],
                 "pred_labels": labels["pred"], "expl_labels": labels["expl"]}
 

@@ -17,13 +17,16 @@ TARGET_COLUMNS = ["id", "task", "source", "target", "label", "label_start", "lab
 EXPLAIN_COLUMNS = ["explain_source", "explanation"]  # multi-task ablations: the explain task of each row
 
 
-def format_source(row: dict) -> str:
-    """The student's input: the question and its options, ending where the answer begins."""
+def format_source(row: dict, prefix: str = "", suffix: str = "") -> str:
+    """The student's input: the question and its options, ending where the answer begins; a multi-task student's
+    task tag goes before it (`prefix`, DSS's ``predict: ``) or after it (`suffix`)."""
     if row["task"] == "mcqa":
-        return f"Question: {row['question']}\nChoices: {format_choices(row['choices'], 'semicolon')}\nAnswer:"
-    if row["task"] == "nli":
-        return f"Premise: {row['premise']}\nHypothesis: {row['hypothesis']}\nAnswer:"
-    return f"Problem: {row['body']} {row['question']}\nAnswer:"
+        body = f"Question: {row['question']}\nChoices: {format_choices(row['choices'], 'semicolon')}\nAnswer:"
+    elif row["task"] == "nli":
+        body = f"Premise: {row['premise']}\nHypothesis: {row['hypothesis']}\nAnswer:"
+    else:
+        body = f"Problem: {row['body']} {row['question']}\nAnswer:"
+    return prefix + body + suffix
 
 
 def label_string(row: dict, label_format: str) -> str:
@@ -110,8 +113,8 @@ def build_targets(data: pd.DataFrame, rationales: pd.DataFrame | None, ablation:
         out = {"id": row["id"], "task": row["task"], "source": source, "target": target, "label": label,
                "label_start": start, "label_end": start + len(label)}
         if abl.multitask:
-            out.update(source=params["predict_prefix"] + source + params.get("predict_suffix", ""),
-                       explain_source=params["explain_prefix"] + source + params.get("explain_suffix", ""),
+            out.update(source=format_source(row, params["predict_prefix"], params.get("predict_suffix", "")),
+                       explain_source=format_source(row, params["explain_prefix"], params.get("explain_suffix", "")),
                        explanation=row["rationale"])
         rows.append(out)
     return pd.DataFrame(rows, columns=TARGET_COLUMNS + (EXPLAIN_COLUMNS if abl.multitask else []))
