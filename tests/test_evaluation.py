@@ -325,9 +325,11 @@ def test_scoring_passes_put_tries_of_like_size_together(tiny_gpt2, monkeypatch):
     monkeypatch.setattr(evaluation, "trie_pass", spy)
     small, big = [[5], [6]], [[k, k + 1, k + 2] for k in (10, 13, 16, 19)]
     # prompts of 2-5 tokens: by their length alone, each pass would hold a small and a big trie
-    evaluation.trie_scores(model, tok, ["a b", "a b c", "a b c d", "a b c d e"], [small, big, small, big],
-                           batch_size=2)
+    sources, sequences = ["a b", "a b c", "a b c d", "a b c d e"], [small, big, small, big]
+    scores = evaluation.trie_scores(model, tok, sources, sequences, batch_size=2)
     assert sizes == [[2, 2], [12, 12]]
+    for score, alone in zip(scores, evaluation.trie_scores(model, tok, sources, sequences, batch_size=1), strict=True):
+        assert score.node_lp == pytest.approx(alone.node_lp, abs=1e-4)  # each source keeps its own scores
 
 
 def test_evaluation_reports_calibration_over_the_choices(marker_model, tmp_path):
@@ -461,13 +463,14 @@ def test_items_written_before_their_label_are_calibrated_over_the_decoding_cache
         assert got == pytest.approx(want, abs=1e-4)
 
 
-def test_scores_over_kept_caches_equal_a_fresh_forward_pass(tiny_gpt2):
+def test_scores_over_kept_caches_equal_a_fresh_forward_pass(tiny_gpt2, monkeypatch):
     """`greedy`'s `on_done`, `CachedRow` and `score_in_cache`: rows of different prompt lengths (left padding) that
     leave the batch in different passes (one in the first), each scored after all or all but one of its generated
-    tokens, in groups cut by `max_tokens`, give log p(sequence | prompt + generated prefix) as one plain forward
-    pass per sequence does."""
+    tokens, in groups cut by `max_tokens` that hold tries of one size, give log p(sequence | prompt + generated
+    prefix) as one plain forward pass per sequence does."""
     import torch
 
+    from cotdistill import evaluation
     from cotdistill.evaluation import CachedRow, greedy, score_in_cache
 
     _, model = load_model(tiny_gpt2)
@@ -478,22 +481,31 @@ def test_scores_over_kept_caches_equal_a_fresh_forward_pass(tiny_gpt2):
         ids[r, width - len(p):], mask[r, width - len(p):] = torch.tensor(p), 1
     full = greedy(model, ids, mask.clone(), 6, lambda gen: False)
     ends = [full[r][:n] for r, n in enumerate([1, 3, 2, 5])]
-    seqs = [[20, 21], [20, 22, 23], [24]]
+    seqs = {0: [[24]], 1: [[20, 21], [20, 22, 23], [24]], 2: [[25]], 3: [[20, 21], [20, 22, 23], [24]]}
     kept, passes = {}, []
 
     def on_done(done, cache, m):
         passes.append([row for _, row, _ in done])
         for j, row, gen in done:
             shared = len(gen) if row % 2 == 0 else max(1, len(gen) - 1)
-            kept[row] = (shared, CachedRow.take(cache, m, j, len(prompts[row]) + shared - 1, gen[shared - 1], seqs))
+            kept[row] = (shared, CachedRow.take(cache, m, j, len(prompts[row]) + shared - 1, gen[shared - 1],
+                                                seqs[row]))
 
     out = greedy(model, ids, mask.clone(), 6, lambda gen: gen in ends, on_done=on_done)
     assert out == ends and len(passes) >= 3 and passes[0] == [0]
     rows = [kept[r][1] for r in range(4)]
-    got = score_in_cache(model, rows, pad=0, max_tokens=12)  # a trie of 6 tokens per row: two rows per pass
+    sizes, trie_pass = [], evaluation.trie_pass
+
+    def spy(model, cache, context, context_pos, base, tries, *args):
+        sizes.append([len(t[0]) for t in tries])
+        return trie_pass(model, cache, context, context_pos, base, tries, *args)
+
+    monkeypatch.setattr(evaluation, "trie_pass", spy)
+    got = score_in_cache(model, rows, pad=0, max_tokens=8)  # tries of 2 and 6 tokens (the root fed again)
+    assert sorted(sizes) == [[2, 2], [6], [6]]  # in the rows' order, each pass would pad a 2-token trie to 6
     for r in range(4):
         context = prompts[r] + out[r][:kept[r][0]]
-        for seq, lp in zip(seqs, got[r], strict=True):
+        for seq, lp in zip(seqs[r], got[r], strict=True):
             logits = model(torch.tensor([context + seq])).logits[0].log_softmax(-1)
             want = sum(logits[len(context) - 1 + k, t].item() for k, t in enumerate(seq))
             assert lp == pytest.approx(want, abs=1e-4)

@@ -547,9 +547,10 @@ def trie_scores(model, tokenizer, sources: list[str], sequences: list[list[list[
         shared = shared_prefix(ids)
         encoded.append((tokenizer(src, add_special_tokens=True)["input_ids"], ids[0][:shared],
                         token_trie([c[shared:] for c in ids])))
-    # batched by context and trie length together: a pass pads both, and SVAMP's tries (17 equations) outweigh
-    # their prompts, where sorting by the context alone padded the trie tokens 1.75x
-    order = sorted(range(len(sources)), key=lambda i: sum(len(part) for part in (*encoded[i][:2], encoded[i][2][0])))
+    # a pass pads contexts and tries alike, and SVAMP's tries outweigh its prompts (README, "Calibration"): batched
+    # by their summed lengths (a long prompt can then meet a long trie's short one; prompts of one dataset vary less)
+    order = sorted(range(len(sources)),
+                   key=lambda i: len(encoded[i][0]) + len(encoded[i][1]) + len(encoded[i][2][0]))
     batches = token_batches(order, [len(e[2][0]) for e in encoded], batch_size, max_tokens)
     out: list[TrieScore | None] = [None] * len(sources)
     for idx in tqdm(batches, desc=desc, unit="batch"):

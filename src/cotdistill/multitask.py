@@ -100,7 +100,7 @@ class PairCollator:
         col = torch.arange(width)
         allowed = real[:, None, :] & (col[None, :] <= col[:, None]) & ~((part[:, None] == 2) & (part[None, :] == 1))
         # padding queries see themselves: no fully masked row, which SDPA's memory-efficient CUDA kernel turns into
-        # NaN (transformers' `_unmask_unattended` guards its own masks the same way)
+        # NaN (transformers' `_unmask_unattended` guards its own masks likewise, unmasking whole rows)
         allowed |= torch.eye(width, dtype=torch.bool)
         return {"input_ids": ids, "attention_mask": real.long(), "position_ids": position, "allowed": allowed[:, None],
                 "pred_labels": labels["pred"], "expl_labels": labels["expl"]}

@@ -18,8 +18,8 @@ EXPLAIN_COLUMNS = ["explain_source", "explanation"]  # multi-task ablations: the
 
 
 def format_source(row: dict, prefix: str = "", suffix: str = "") -> str:
-    """The student's input: the question and its options, ending where the answer begins; a multi-task student's
-    task tag goes before it (`prefix`, DSS's ``predict: ``) or after it (`suffix`)."""
+    """The student's input: the question and its options, ending where the answer begins (before any `suffix`); a
+    multi-task student's task tag goes before it (`prefix`, DSS's ``predict: ``) or after it (`suffix`)."""
     if row["task"] == "mcqa":
         body = f"Question: {row['question']}\nChoices: {format_choices(row['choices'], 'semicolon')}\nAnswer:"
     elif row["task"] == "nli":
@@ -109,12 +109,11 @@ def build_targets(data: pd.DataFrame, rationales: pd.DataFrame | None, ablation:
         start = target.rfind(marked) + len(ablations.MARK) + 1
         if start < len(ablations.MARK) + 1:
             raise ValueError(f"ablation {ablation!r}: target for row id {row['id']!r} lacks {marked!r}")
-        source = format_source(row)
-        out = {"id": row["id"], "task": row["task"], "source": source, "target": target, "label": label,
-               "label_start": start, "label_end": start + len(label)}
+        tags = {"prefix": params["predict_prefix"], "suffix": params.get("predict_suffix", "")} if abl.multitask else {}
+        out = {"id": row["id"], "task": row["task"], "source": format_source(row, **tags), "target": target,
+               "label": label, "label_start": start, "label_end": start + len(label)}
         if abl.multitask:
-            out.update(source=format_source(row, params["predict_prefix"], params.get("predict_suffix", "")),
-                       explain_source=format_source(row, params["explain_prefix"], params.get("explain_suffix", "")),
+            out.update(explain_source=format_source(row, params["explain_prefix"], params.get("explain_suffix", "")),
                        explanation=row["rationale"])
         rows.append(out)
     return pd.DataFrame(rows, columns=TARGET_COLUMNS + (EXPLAIN_COLUMNS if abl.multitask else []))
