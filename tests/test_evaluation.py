@@ -309,13 +309,10 @@ def test_closing_scores_the_first_token_of_the_marker_after_each_candidate(tiny_
     assert got[0] != pytest.approx(got[1], abs=1e-3)
 
 
-def test_scoring_passes_put_tries_of_like_size_together(tiny_gpt2, monkeypatch):
-    """A pass pads every trie to its longest (SVAMP: 48-294 tokens of candidate equations against prompts of about
-    40): sources go into passes by context and trie size together, not by prompt length alone."""
+def trie_pass_sizes(monkeypatch) -> list[list[int]]:
+    """The sizes of the tries in each scoring pass (sorted within a pass), recorded as `evaluation.trie_pass` runs."""
     from cotdistill import evaluation
 
-    tok, model = load_model(tiny_gpt2)
-    tok.pad_token = tok.eos_token
     sizes, trie_pass = [], evaluation.trie_pass
 
     def spy(model, cache, context, context_pos, base, tries, *args):
@@ -323,6 +320,17 @@ def test_scoring_passes_put_tries_of_like_size_together(tiny_gpt2, monkeypatch):
         return trie_pass(model, cache, context, context_pos, base, tries, *args)
 
     monkeypatch.setattr(evaluation, "trie_pass", spy)
+    return sizes
+
+
+def test_scoring_passes_put_tries_of_like_size_together(tiny_gpt2, monkeypatch):
+    """A pass pads every trie to its longest (SVAMP: 48-294 tokens of candidate equations against prompts of about
+    40): sources go into passes by context and trie size together, not by prompt length alone."""
+    from cotdistill import evaluation
+
+    tok, model = load_model(tiny_gpt2)
+    tok.pad_token = tok.eos_token
+    sizes = trie_pass_sizes(monkeypatch)
     small, big = [[5], [6]], [[k, k + 1, k + 2] for k in (10, 13, 16, 19)]
     # prompts of 2-5 tokens: by their length alone, each pass would hold a small and a big trie
     sources, sequences = ["a b", "a b c", "a b c d", "a b c d e"], [small, big, small, big]
@@ -470,7 +478,6 @@ def test_scores_over_kept_caches_equal_a_fresh_forward_pass(tiny_gpt2, monkeypat
     prefix) as one plain forward pass per sequence does."""
     import torch
 
-    from cotdistill import evaluation
     from cotdistill.evaluation import CachedRow, greedy, score_in_cache
 
     _, model = load_model(tiny_gpt2)
@@ -494,13 +501,7 @@ def test_scores_over_kept_caches_equal_a_fresh_forward_pass(tiny_gpt2, monkeypat
     out = greedy(model, ids, mask.clone(), 6, lambda gen: gen in ends, on_done=on_done)
     assert out == ends and len(passes) >= 3 and passes[0] == [0]
     rows = [kept[r][1] for r in range(4)]
-    sizes, trie_pass = [], evaluation.trie_pass
-
-    def spy(model, cache, context, context_pos, base, tries, *args):
-        sizes.append([len(t[0]) for t in tries])
-        return trie_pass(model, cache, context, context_pos, base, tries, *args)
-
-    monkeypatch.setattr(evaluation, "trie_pass", spy)
+    sizes = trie_pass_sizes(monkeypatch)
     got = score_in_cache(model, rows, pad=0, max_tokens=8)  # tries of 2 and 6 tokens (the root fed again)
     assert sorted(sizes) == [[2, 2], [6], [6]]  # in the rows' order, each pass would pad a 2-token trie to 6
     for r in range(4):

@@ -109,11 +109,11 @@ def build_targets(data: pd.DataFrame, rationales: pd.DataFrame | None, ablation:
         start = target.rfind(marked) + len(ablations.MARK) + 1
         if start < len(ablations.MARK) + 1:
             raise ValueError(f"ablation {ablation!r}: target for row id {row['id']!r} lacks {marked!r}")
-        tags = {"prefix": params["predict_prefix"], "suffix": params.get("predict_suffix", "")} if abl.multitask else {}
-        out = {"id": row["id"], "task": row["task"], "source": format_source(row, **tags), "target": target,
+        out = {"id": row["id"], "task": row["task"], "source": format_source(row), "target": target,
                "label": label, "label_start": start, "label_end": start + len(label)}
         if abl.multitask:
-            out.update(explain_source=format_source(row, params["explain_prefix"], params.get("explain_suffix", "")),
+            out.update(source=format_source(row, params["predict_prefix"], params.get("predict_suffix", "")),
+                       explain_source=format_source(row, params["explain_prefix"], params.get("explain_suffix", "")),
                        explanation=row["rationale"])
         rows.append(out)
     return pd.DataFrame(rows, columns=TARGET_COLUMNS + (EXPLAIN_COLUMNS if abl.multitask else []))
