@@ -71,9 +71,44 @@ def test_claim_verdicts(built):
     _, prefix, _ = built
     md = open(f"{prefix}.md").read()
     claim = "CoT after > CoT before > no CoT"
-    assert f"- holds on csqa: {claim}: **holds** (paper: holds)" in md
-    assert f"- reversed on csqa: {claim}: **reversed** (paper: holds; differs)" in md
-    assert f"- flat on csqa: {claim}: **not significant** (paper: holds; differs)" in md
+    paper = "paper: holds [published gaps: GPT-2 +3.72, +4.09; Gemma-2B +2.03, +2.08; Phi-1.5 +1.73, +3.06]"
+    assert f"- holds on csqa: {claim}: **holds** ({paper})" in md
+    assert f"- reversed on csqa: {claim}: **reversed** ({paper}; differs)" in md
+    assert f"- flat on csqa: {claim}: **not significant** ({paper}; differs)" in md
+
+
+def test_what_the_paper_found_is_read_per_dataset_from_its_numbers():
+    """A claim the paper makes overall can be a tie or split in its own table on one dataset (MI Table 1: DSS+MI
+    89.50 against DSS 89.51 on e-SNLI); a claim beyond the paper has no finding to agree with."""
+    from cotdistill.reportkinds import REPORTS
+    from cotdistill.reports import paper_finding
+
+    config = {"ablations": {"ft": {"kind": "none"}, "dss": {"kind": "multitask", "aux": "none"},
+                            "mi": {"kind": "multitask", "aux": "mi_paper", "reduction": "max"},
+                            "after": {"kind": "cot_after"}, "rnd": {"kind": "random_words"}},
+              "datasets": {"esnli": "e-SNLI", "anli": "ANLI", "svamp": "SVAMP", "mine": None},
+              "students": {"s": None}}
+    chain = REPORTS.get("mi_table1").claims[0]  # DSS+MI > DSS > fine-tuning
+    links = [["mi"], ["dss"], ["ft"]]
+    found = {ds: paper_finding(chain, links, config, ds, "mi", ece=False) for ds in config["datasets"]}
+    assert found["svamp"] == ("holds", "published gaps: T5-base +2.50, +2.87; T5-small +4.50, +3.00")
+    assert found["esnli"][0] == "about equal" and "T5-base -0.01, +1.13" in found["esnli"][1]
+    assert found["anli"][0] == "mixed"  # T5-base ahead by 1.6 and 6.0 pp, T5-small by 0.8 and 0.9
+    assert found["mine"] == ("holds", "")  # no published numbers: what the paper states
+    ece = REPORTS.get("mi_table6").calibration_claims[0]  # ECE(DSS+MI) < ECE(DSS)
+    assert paper_finding(ece, [["mi"], ["dss"]], config, "esnli", "mi", ece=True)[0] == "holds"  # 4.35 < 8.54
+    assert paper_finding(ece, [["mi"], ["dss"]], config, "svamp", "mi", ece=True)[0] == "reversed"  # 18.92, 11.81
+    random_words = next(c for c in REPORTS.get("table3").claims if "random words" in c.text)
+    assert paper_finding(random_words, [["after"], ["rnd"]], config, "esnli", "mysteries", False) == (
+        "not in paper", "")
+
+
+def test_a_selector_range_names_its_comparison():
+    from cotdistill.reportkinds import matches
+
+    assert matches({"p": 0.9}, {"p": (">=", 0.6)}) and not matches({"p": 0.3}, {"p": (">=", 0.6)})
+    with pytest.raises(ValueError, match="needs '>=' or '<='"):
+        matches({"p": 0.9}, {"p": (">", 0.6)})  # was read as <=
 
 
 def test_summary_interval_and_collapse_from_one_seed(built):
@@ -256,8 +291,8 @@ def test_published_numbers_only_for_the_papers_settings():
     assert published_accuracy(published("mi"), dss, "T5-base", "CSQA") == 63.29
     assert published_accuracy(published("mi"), {**dss, "train_fraction": 0.25}, "T5-base", "CSQA") is None
     config = {"ablations": {"dss": dss}, "students": {"t5": "T5-base"}, "datasets": {"cqa": "CSQA"}}
-    assert published_calibration(config, "dss", "t5", "cqa") == (11.75, 42.79)
-    assert published_calibration({**config, "labels": "teacher"}, "dss", "t5", "cqa") is None
+    assert published_calibration(config, "dss", "T5-base", "cqa") == (11.75, 42.79)
+    assert published_calibration({**config, "labels": "teacher"}, "dss", "T5-base", "cqa") is None
 
 
 def test_sweep_figure_keeps_the_reference_colours_for_the_reference_levels(tmp_path, monkeypatch):

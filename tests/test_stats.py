@@ -94,3 +94,7 @@ def test_paired_ece_gap_is_the_difference_of_the_two_eces():
     assert r.diff < 0 and r.high < 0 and r.p < 0.01
     same = paired_ece_bootstrap(flat, hit, flat, hit, replicates=200)
     assert same.diff == 0 and same.p == 1.0
+    missing = flat.copy()
+    missing[0, 7] = np.nan  # an item without a confidence would drop out of the replicates unseen
+    with pytest.raises(ValueError, match=r"confidences must lie in \[0, 1\]"):
+        paired_ece_bootstrap(sharp, hit, missing, hit, replicates=10)

@@ -212,13 +212,14 @@ def paired_tests(summary: pd.DataFrame, items: pd.DataFrame, config: dict) -> pd
 def claims(summary: pd.DataFrame, items: pd.DataFrame, config: dict, kind: ReportKind) -> list[dict]:
     """Each of the report kind's claims per student and dataset: its verdict from every step of its chain (every
     pair of matching ablations), beside what the paper found; skipped where a link of the chain is missing."""
-    return _checked(summary, items, config, kind.claims, compare, ece=False)
+    return _checked(summary, items, config, kind.claims, compare, ece=False, paper=kind.paper)
 
 
-def _checked(summary: pd.DataFrame, items: pd.DataFrame, config: dict, chains, test, ece: bool) -> list[dict]:
+def _checked(summary: pd.DataFrame, items: pd.DataFrame, config: dict, chains, test, ece: bool,
+             paper: str = "mysteries") -> list[dict]:
     """The verdict of each claimed ordering per (dataset, student) it applies to: by accuracy (`test` =
     `compare`) or, with `ece`, by ECE, lower first (`compare_ece`), where a model without per-item confidences
-    makes the claim not checkable."""
+    makes the claim not checkable; beside what the paper found there (`paper_finding`)."""
     specs = config["ablations"]
     out = []
     for (ds, st), g in summary.groupby(["dataset", "student"], sort=False):
@@ -226,7 +227,8 @@ def _checked(summary: pd.DataFrame, items: pd.DataFrame, config: dict, chains, t
             links = [[a for a in g["ablation"] if matches(specs[a], sel)] for sel in c.chain]
             if not all(links) or not applies(c, ds, config):
                 continue
-            row = {"dataset": ds, "student": st, "claim": c.text, "paper": c.paper}
+            found, basis = paper_finding(c, links, config, ds, paper, ece)
+            row = {"dataset": ds, "student": st, "claim": c.text, "paper": found, "paper_basis": basis}
             used = items[(items.dataset == ds) & (items.student == st) & items.ablation.isin(sum(links, []))]
             if ece and used["confidence"].isna().any():
                 out.append({**row, "verdict": "not checkable", "agrees": None, "detail": "no per-item confidences "
@@ -238,8 +240,45 @@ def _checked(summary: pd.DataFrame, items: pd.DataFrame, config: dict, chains, t
                                f"{'pts' if ece else 'pp'} [{s['diff_low']:+.1f}, {s['diff_high']:+.1f}], "
                                f"p = {s['p_bootstrap']:.3g}" for s in steps)
             v = verdict([(-x["diff"] if ece else x["diff"], x["p_bootstrap"]) for x in steps])  # lower ECE: better
-            out.append({**row, "verdict": v, "agrees": v == c.paper, "detail": detail})
+            out.append({**row, "verdict": v, "agrees": VERDICT_OF.get(found) == v if found in VERDICT_OF else None,
+                        "detail": detail})
     return out
+
+
+PUBLISHED_TIE = 1.0  # published gaps (pp or ECE points) under this read as about equal: the papers give no
+# intervals, and a paired difference on their test sets of about 1,000 items has one of about ±2 pp
+VERDICT_OF = {"holds": "holds", "reversed": "reversed", "about equal": "not significant"}  # paper -> our verdict
+
+
+def paper_finding(claim, links: list[list[str]], config: dict, dataset: str, paper: str,
+                  ece: bool) -> tuple[str, str]:
+    """What the paper found for a claimed ordering on a dataset, and the published gaps it rests on. Read from its
+    published numbers for each of its students that has every link of the chain there (holds: every step ahead by
+    `PUBLISHED_TIE` or more; reversed: some step behind by as much; else about equal; mixed when its students
+    differ); where no student has them all, what the paper states (`Claim.paper`), with an empty basis."""
+    if claim.paper == "not in paper":
+        return claim.paper, ""
+    table = published("mi_calibration" if ece else paper)
+
+    def value(ablation: str, student: str) -> float | None:
+        if ece:
+            hit = published_calibration(config, ablation, student, dataset)
+            return hit[0] if hit else None
+        return published_accuracy(table, config["ablations"][ablation], student, config["datasets"].get(dataset),
+                                  config.get("labels", "gold"))
+
+    gaps = {}
+    for student in sorted(set(table["student"])):
+        steps = [(value(x, student), value(y, student)) for left, right in zip(links, links[1:])
+                 for x in left for y in right]
+        if all(a is not None and b is not None for a, b in steps):
+            gaps[student] = [b - a if ece else a - b for a, b in steps]  # the claimed direction positive
+    if not gaps:
+        return claim.paper, ""
+    each = {"holds" if min(g) >= PUBLISHED_TIE else "reversed" if min(g) <= -PUBLISHED_TIE else "about equal"
+            for g in gaps.values()}
+    basis = "; ".join(f"{s} {', '.join(f'{x:+.2f}' for x in g)}" for s, g in gaps.items())
+    return (each.pop() if len(each) == 1 else "mixed"), f"published {'ECE ' if ece else ''}gaps: {basis}"
 
 
 def applies(claim, dataset: str, config: dict) -> bool:
@@ -269,7 +308,7 @@ def calibration_claims(summary: pd.DataFrame, items: pd.DataFrame, config: dict,
     """The kind's orderings by ECE (lower first), as `claims` checks accuracy: holds when every step's ECE gap is
     significantly negative. A claim whose models lack per-item confidences (evaluated before calibration existed)
     is listed as not checkable."""
-    return _checked(summary, items, config, kind.calibration_claims, compare_ece, ece=True)
+    return _checked(summary, items, config, kind.calibration_claims, compare_ece, ece=True, paper=kind.paper)
 
 
 def verdict(steps: list[tuple[float, float]], alpha: float = ALPHA) -> str:
@@ -368,9 +407,11 @@ def _cell(r: pd.Series, marks: str) -> str:
     return text
 
 
-def published_calibration(config: dict, ablation: str, student: str, dataset: str) -> tuple[float, float] | None:
+def published_calibration(config: dict, ablation: str, paper_student: str | None,
+                          dataset: str) -> tuple[float, float] | None:
     """(ECE %, confidence %) the MI paper published for a model (Table 6, ``mi_calibration.csv``): by ablation
-    kind and aux, student and test set, in or out of domain (a `transfer_name` dataset)."""
+    kind and aux, the paper's student (``paper_name``) and test set, in or out of domain (a `transfer_name`
+    dataset)."""
     spec = config["ablations"][ablation]
     if spec.get("reduction", "max") != "max" or spec.get("train_fraction", 1.0) != 1.0 \
             or config.get("labels", "gold") != "gold":
@@ -379,7 +420,7 @@ def published_calibration(config: dict, ablation: str, student: str, dataset: st
     test = config["datasets"].get(transfer["test"] if transfer else dataset)
     pub = published("mi_calibration")
     hit = pub[(pub.ablation_kind == spec["kind"]) & (pub.aux.fillna("") == str(spec.get("aux", "")))
-              & (pub.student == config["students"].get(student)) & (pub.dataset == test)
+              & (pub.student == paper_student) & (pub.dataset == test)
               & (pub.domain == ("out" if transfer else "in"))]
     return (float(hit.ece.iloc[0]), float(hit.confidence.iloc[0])) if len(hit) else None
 
@@ -400,7 +441,8 @@ def calibration_lines(summary: pd.DataFrame, config: dict, paper: str) -> list[s
              "| dataset | student | ablation | accuracy % | confidence % | ECE % | Brier | paper ECE / conf. |",
              "|---|---|---|---|---|---|---|---|"]
     for r in cal.itertuples():
-        pub = published_calibration(config, r.ablation, r.student, r.dataset) if paper == "mi" else None
+        pub = published_calibration(config, r.ablation, config["students"].get(r.student), r.dataset) \
+            if paper == "mi" else None
         lines.append(f"| {r.dataset} | {r.student} | {r.ablation} | {r.accuracy:.1f} | {100 * r.cal_confidence:.1f} | "
                      f"{100 * r.cal_ece:.1f} | {r.cal_brier:.3f} | "
                      f"{f'{pub[0]:.2f} / {pub[1]:.2f}' if pub else '–'} |")
@@ -464,8 +506,12 @@ def write_table(summary: pd.DataFrame, tests: pd.DataFrame, claim_rows: list[dic
     lines += ["", "## The paper's claims, checked here", "",
               "holds: every step of the ordering significantly in the claimed direction (paired bootstrap, p < 0.05 "
               "each); reversed: a step significantly the other way (p < 0.05 / steps); otherwise not significant. "
-              "'paper' is what the paper found.", ""]
+              f"'paper' is what the paper found on that dataset: from its published numbers where they cover the "
+              f"claim (each step's gap per student of the paper, in the claimed direction; a gap under "
+              f"{PUBLISHED_TIE:g} pp, or ECE point, reads as about equal, which 'not significant' here agrees with; "
+              "mixed where its students differ), else what it states.", ""]
     lines += [f"- {c['student']} on {c['dataset']}: {c['claim']}: **{c['verdict']}** (paper: {c['paper']}"
+              f"{' [' + c['paper_basis'] + ']' if c.get('paper_basis') else ''}"
               f"{'; differs' if c['agrees'] is False else ''}) ({c['detail']})" for c in claim_rows] or [
         f"- not checkable: no claim of this report ({'; '.join(c.text for c in every)}) applies to its ablations "
         f"and datasets" if (every := kind.claims + kind.calibration_claims)

@@ -113,6 +113,8 @@ def paired_ece_bootstrap(conf_a: np.ndarray, hit_a: np.ndarray, conf_b: np.ndarr
     hit_a, hit_b = _check(hit_a), _check(hit_b)
     if not conf_a.shape == hit_a.shape == conf_b.shape == hit_b.shape:
         raise ValueError(f"paired ECE test needs the same seeds and items: shapes {conf_a.shape}, {conf_b.shape}")
+    if not (np.all((conf_a >= 0) & (conf_a <= 1)) and np.all((conf_b >= 0) & (conf_b <= 1))):
+        raise ValueError("paired ECE test: confidences must lie in [0, 1] (NaN: a model without calibration)")
     s, n = conf_a.shape
     everything = np.arange(n)
     observed = _ece_rows(conf_a, hit_a, everything, bins).mean() - _ece_rows(conf_b, hit_b, everything, bins).mean()
