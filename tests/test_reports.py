@@ -167,6 +167,24 @@ def test_models_on_different_items_are_refused(built, tmp_path):
         report([e1], [p2], [], config, "x", str(tmp_path / "x"))
 
 
+def test_sweep_points_are_compared_at_their_own_value():
+    """MI Figures 2-3: each DSS+MI point is tested against the DSS point of its fraction; against other fractions'
+    points it would only widen the Holm family of each reference."""
+    from cotdistill.reports import paired_tests
+
+    ablations = {f"{name}_{f}": {"kind": "multitask", "aux": aux, "train_fraction": f}
+                 for name, aux in (("dss", "none"), ("mi", "mi_paper")) for f in (0.25, 1.0)}
+    ablations["none"] = {"kind": "none"}
+    rng = np.random.default_rng(0)
+    items = pd.DataFrame([{"dataset": "d", "student": "s", "ablation": a, "seed": 0, "id": i,
+                           "correct": bool(rng.random() < 0.5)} for a in ablations for i in range(40)])
+    summary = pd.DataFrame({"dataset": "d", "student": "s", "ablation": list(ablations)})
+    config = {"ablations": ablations, "compare_to": ["dss_0.25", "dss_1.0"], "seed": 0}
+    pairs = set(zip(*paired_tests(summary, items, config, sweep="train_fraction")[["ablation", "reference"]].T.values))
+    assert pairs == {("mi_0.25", "dss_0.25"), ("none", "dss_0.25"), ("mi_1.0", "dss_1.0"), ("none", "dss_1.0")}
+    assert len(paired_tests(summary, items, config)) == 7  # without the sweep: every ablation against each
+
+
 def test_mixed_flips_when_seeds_disagree(built):
     _, prefix, _ = built
     wide = pd.read_parquet(f"{prefix}.items.parquet")

@@ -192,16 +192,23 @@ def compare(items: pd.DataFrame, dataset: str, student: str, a: str, b: str, see
             "mcnemar_max_p": max(p for _, _, p in per_seed)}
 
 
-def paired_tests(summary: pd.DataFrame, items: pd.DataFrame, config: dict) -> pd.DataFrame:
+def paired_tests(summary: pd.DataFrame, items: pd.DataFrame, config: dict, sweep: str | None = None) -> pd.DataFrame:
     """Every ablation against each reference in ``compare_to``, Holm-adjusted within (dataset, student, ref); two
-    references are compared once (under the first)."""
+    references are compared once (under the first). With a swept parameter (a sweep figure's), two ablations that
+    both set it are compared only at the same value: a DSS+MI point against the DSS point of its own fraction, not
+    against every fraction's, which would only widen each Holm family."""
+    specs = config["ablations"]
+
+    def same_point(a: str, b: str) -> bool:
+        return sweep is None or sweep not in specs[a] or sweep not in specs[b] or specs[a][sweep] == specs[b][sweep]
+
     rows = []
     for (ds, st), g in summary.groupby(["dataset", "student"], sort=False):
         present = list(g["ablation"])
         refs = [r for r in config.get("compare_to", []) if r in present]
         for k, ref in enumerate(refs):
             family = [compare(items, ds, st, ab, ref, config.get("seed", 0)) for ab in present
-                      if ab != ref and ab not in refs[:k]]
+                      if ab != ref and ab not in refs[:k] and same_point(ab, ref)]
             for row, adj in zip(family, holm([r["p_bootstrap"] for r in family]), strict=True):
                 rows.append({**row, "p_holm": adj, "significant": adj < ALPHA})
     columns = ["dataset", "student", "ablation", "reference", "seeds", "n", "diff", "diff_low", "diff_high",
@@ -748,7 +755,7 @@ def report(evals: list[str], predictions: list[str], data: list[str], config: di
     evals_df, items = collect(evals, predictions)
     check_aligned(items)
     summary = summarise(evals_df, items, config, kind.paper)
-    tests = paired_tests(summary, items, config)
+    tests = paired_tests(summary, items, config, kind.sweep if kind.figure == "sweep" else None)
     claim_rows = claims(summary, items, config, kind) + calibration_claims(summary, items, config, kind)
     title = f"{experiment}: {kind.title}"
     extra = (overlap_section(targets or [], config) if kind.overlap else []) + judge_section(judge or [],
