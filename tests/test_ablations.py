@@ -74,6 +74,9 @@ def test_random_words_from_the_rationale_vocabulary_seeded_per_example():
         assert len(words) == len(r.split()) and set(words) <= vocab
     reordered = build_targets(rows[::-1], rat[::-1], "renamed", {"kind": "random_words"}, "letter", 0)
     assert dict(zip(out["id"], out["target"])) == dict(zip(reordered["id"], reordered["target"]))
+    res = Resources()  # the vocabulary is the whole rationales file's: q1's words do not move without q2's row
+    alone = build_targets(rows[:1], rat, "r", {"kind": "random_words"}, "letter", 0, res)
+    assert alone["target"].iloc[0] == out["target"].iloc[0] and res.vocabulary is None  # nor is res filled in
 
 
 def test_human_words_from_cose_and_plain_files(tmp_path):
@@ -95,6 +98,9 @@ def test_human_words_from_cose_and_plain_files(tmp_path):
 def test_overlap_counts_shared_word_types():
     o = overlap({"a": ["Milk", "cold", "box"], "b": ["x"]}, {"a": ["milk", "cold"], "c": ["y"]})
     assert o == {"examples": 1, "precision": 2 / 3, "recall": 1.0, "shared_words": 2}
+    # an IG token that is only punctuation is no word; punctuation around a word does not keep it from matching
+    o = overlap({"a": ["milk", "cold"]}, {"a": ["milk", ".", "cold,"]})
+    assert (o["precision"], o["recall"]) == (1.0, 1.0)
 
 
 def _vectors():
@@ -128,6 +134,14 @@ def test_glove_package_layout_loads_into_keyed_vectors(tmp_path):
     pd.DataFrame({"index": words[:2]}).to_parquet(tmp_path / "broken/x_index.parquet")
     with pytest.raises(ValueError, match="2 words but .* has 3 rows: files do not align"):
         LOADERS.get("kumo")({"source": "kumo", "path": str(tmp_path / "broken")})
+
+
+def test_word2vec_binary_files_load_gzipped_too(tmp_path):
+    """word2vec-google-news-300 ships as GoogleNews-vectors-negative300.bin.gz."""
+    for name in ("v.bin", "v.bin.gz"):
+        _vectors().save_word2vec_format(str(tmp_path / name), binary=True)
+        kv = LOADERS.get("word2vec")({"source": "word2vec", "path": str(tmp_path / name)})
+        assert kv.index_to_key == _vectors().index_to_key
 
 
 def test_ig_topk_keeps_the_top_tokens_in_order():
@@ -197,6 +211,9 @@ def test_mask_sweeps_are_nested_and_placements_agree():
             t = _target({"kind": "mask", "p": p, "position": pos}, rat=rat).replace(LABEL, "").split()
             hidden[pos, p] = {i for i, w in enumerate(t) if w == "[MASK]"}
     assert hidden["after", 0.2] < hidden["after", 0.5] < hidden["after", 0.8]
+    assert [len(hidden["after", p]) for p in (0.2, 0.5, 0.8)] == [12, 30, 48]  # p of the 60 words, not about p
+    eleven = pd.DataFrame({"id": ["q1"], "rationale": [" ".join(f"w{i}" for i in range(11))]})
+    assert _target({"kind": "mask", "p": 0.5}, rat=eleven).count("[MASK]") == 6  # 5.5 rounds half up
     assert all(hidden["before", p] == hidden["after", p] for p in (0.2, 0.5, 0.8))
     other_unit = _target({"kind": "mask", "p": 0.5, "unit": "token"}, rat=rat).replace(LABEL, "").split()
     assert {i for i, w in enumerate(other_unit) if w == "[MASK]"} != hidden["after", 0.5]  # its own draws

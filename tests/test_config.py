@@ -350,3 +350,12 @@ def test_every_dataset_loader_declares_its_task():
 
     assert set(LOADER_TASKS) == set(LOADERS.names())
     assert set(LOADER_TASKS.values()) == {"mcqa", "nli", "math"}
+
+
+def test_a_kind_whose_builder_changed_rebuilds_only_its_own_targets():
+    """`Ablation.revision` enters the targets params of its kind only: raising it reruns that kind's targets and
+    what is trained on them, and leaves every other targets file (and its GPU-hours) alone."""
+    c = copy.deepcopy(BASE)
+    c["ablations"].update(m={"kind": "mask", "p": 0.5}, r={"kind": "random_words"})
+    assert cfg.targets_params(c, "m")["revision"] == 2 and cfg.targets_params(c, "r")["revision"] == 2
+    assert "revision" not in cfg.targets_params(c, "cot_after")

@@ -43,6 +43,37 @@ def test_every_ablation_uses_the_same_rows():
     assert ids[0] == ids[1] and len(ids[0]) == 20
 
 
+def test_examples_without_a_rationale_are_left_out_of_every_ablation():
+    """A teacher's unparsed output kept by ``policy: keep`` has no rationale: no ablation trains on it (a 'nan' or
+    blank rationale would be a silently wrong target), so all of them keep the same rows."""
+    rows = pd.DataFrame([ROW, {**ROW, "id": "q2"}, {**ROW, "id": "q3"}])
+    rat = pd.DataFrame({"id": ["q1", "q2", "q3"], "rationale": ["Milk must stay cold.", None, "  "]})
+    for kind in ("none", "cot_after", "shuffle"):
+        out = build_targets(rows, rat, kind, {"kind": kind}, "letter", 0)
+        assert list(out["id"]) == ["q1"] and "nan" not in out["target"].iloc[0]
+
+
+def test_repeated_ids_are_refused(tmp_path):
+    from cotdistill import io
+    from cotdistill.targets import build_target_file
+
+    data = load_split("csqa", {"loader": "csqa_dss", "path": str(ROOT / "data/dss/cqa"), "subsample": {"train": 3}},
+                      "train")
+    io.write_parquet(data, tmp_path / "data.parquet")
+    ids = list(data["id"])
+    io.write_parquet(pd.DataFrame({"id": [ids[0], ids[0], ids[1]], "rationale": ["a", "b", "c"]}),
+                     tmp_path / "rat.parquet")
+    with pytest.raises(ValueError, match=r"rat.parquet: 1 ids repeat .*one row per example"):
+        build_target_file(str(tmp_path / "data.parquet"), str(tmp_path / "rat.parquet"), "c", {"kind": "cot_after"},
+                          "letter", 0, str(tmp_path / "out.parquet"))
+
+
+def test_a_leading_label_span_is_the_first_even_if_the_rationale_repeats_it():
+    rat = pd.DataFrame({"id": ["q1"], "rationale": ["So the answer is [FIN_LABEL] B [FIN_LABEL] here."]})
+    t = build_targets(pd.DataFrame([ROW]), rat, "c", {"kind": "cot_after"}, "letter", 0).iloc[0]
+    assert t["label_start"] == len(MARK) + 1 and t["target"][t["label_start"]:t["label_end"]] == "B"
+
+
 def test_unknown_ablation_kind():
     with pytest.raises(UnknownNameError, match=r"ablations.x.kind.*cot_after, cot_before, filler, human_words, "
                                                r"ig_topk, ig_topk_shuffled, mask, multitask, none, random_words, "

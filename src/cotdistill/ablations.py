@@ -126,6 +126,7 @@ class Ablation:
     seed_keys: tuple[str, ...] | None = None  # parameters that enter the example seed (None: all)
     normalise: Callable[[dict], dict] | None = None  # drops settings that decide nothing for these values
     multitask: bool = False  # two tasks per example (`multitask`): targets also carry the explain task
+    revision: int = 1  # raised when the kind builds other targets from the same parameters: its targets rebuild
 
     def seed_spec(self, kind: str, params: dict) -> dict:
         keys = self.params if self.seed_keys is None else self.seed_keys
@@ -146,10 +147,11 @@ ABLATIONS: Registry[Ablation] = Registry("ablation")
 
 def register(name: str, label_first: bool, needs_rationale: bool = True, params: dict[str, Param] | None = None,
              needs: tuple[str, ...] = (), seed_keys: tuple[str, ...] | None = None,
-             normalise: Callable[[dict], dict] | None = None, multitask: bool = False):
+             normalise: Callable[[dict], dict] | None = None, multitask: bool = False, revision: int = 1):
     def decorate(fn):
         ABLATIONS.register(name)(Ablation(fn, label_first, needs_rationale, params or {},
-                                          (fn.__doc__ or "").strip(), needs, seed_keys, normalise, multitask))
+                                          (fn.__doc__ or "").strip(), needs, seed_keys, normalise, multitask,
+                                          revision))
         return fn
 
     return decorate
@@ -223,25 +225,34 @@ def shuffle(example: dict, rationale: str | None, label: str, params: dict, rng:
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
+def _hidden(rng: np.random.Generator, n: int, p: float) -> np.ndarray:
+    """Which of `n` units to hide: the ``floor(p * n + 0.5)`` with the smallest uniform draws."""
+    hidden = np.zeros(n, dtype=bool)
+    hidden[np.argsort(rng.random(n), kind="stable")[:int(np.floor(p * n + 0.5))]] = True
+    return hidden
+
+
 @register("mask", label_first=True, params={
     "p": Param(float, minimum=0.0, maximum=1.0, doc="share of rationale units replaced by the mask string"),
     "position": POSITION,
     "unit": Param(str, "word", ("word", "token"),
                   doc="word: whitespace-separated words; token: words and punctuation marks separately"),
-    "token": Param(str, "[MASK]", doc="the mask string")}, seed_keys=("unit",))
+    "token": Param(str, "[MASK]", doc="the mask string")}, seed_keys=("unit",), revision=2)  # 2: exactly p hidden
 def mask(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator,
          res: Resources) -> str:
-    """A random fraction ``p`` of the rationale's units replaced by ``token`` (Figure 4), ``position: before|after``
-    the label. Units are tokenizer-independent (one targets file serves every student): ``word`` splits at
-    whitespace, ``token`` also splits punctuation from words (``cold.`` is two units) and keeps the spacing. The
-    draws are seeded without ``p`` and ``position``: a sweep's masks are nested and both placements agree."""
+    """A fraction ``p`` of the rationale's units, chosen at random, replaced by ``token`` (Figure 4), ``position:
+    before|after`` the label. Units are tokenizer-independent (one targets file serves every student): ``word``
+    splits at whitespace, ``token`` also splits punctuation from words (``cold.`` is two units) and keeps the
+    spacing. Exactly ``p`` x units (rounded half up) are hidden, those with the smallest draws, so every example is
+    masked at ``p`` itself, not only on average. The draws are seeded without ``p`` and ``position``: a sweep's
+    masks are nested and both placements agree."""
     if params["unit"] == "word":
         words = rationale.split()
-        hidden = rng.random(len(words)) < params["p"]
+        hidden = _hidden(rng, len(words), params["p"])
         masked = " ".join(params["token"] if h else w for w, h in zip(words, hidden, strict=True))
     else:
         spans = [m.span() for m in _TOKEN.finditer(rationale)]
-        hidden = rng.random(len(spans)) < params["p"]
+        hidden = _hidden(rng, len(spans), params["p"])
         masked, last = "", 0
         for (a, b), h in zip(spans, hidden, strict=True):
             masked += rationale[last:a] + (params["token"] if h else rationale[a:b])
@@ -288,11 +299,12 @@ def fill(target: str, tokenizer: Any, fallback: str, stop_ids: Any = None) -> st
     return re.sub(f"(?:{re.escape(UNK)})+", run, target)
 
 
-@register("random_words", label_first=True, needs=("vocabulary",))
+@register("random_words", label_first=True, needs=("vocabulary",), revision=2)  # 2: the whole file's vocabulary
 def random_words(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator,
                  res: Resources) -> str:
-    """As many words as the rationale has, drawn (per example) from the vocabulary of all training rationales,
-    after the label: separates "more target tokens" from "useful content" (beyond the paper)."""
+    """As many words as the rationale has, drawn (per example, uniformly over word types) from the vocabulary of
+    the whole training rationales file, after the label: separates "more target tokens" from "useful content"
+    (beyond the paper)."""
     n = len(rationale.split())
     return _after(label, [res.vocabulary[i] for i in rng.integers(0, len(res.vocabulary), n)])
 
@@ -326,7 +338,9 @@ def _top_tokens(example: dict, params: dict, res: Resources) -> list[str]:
 def ig_topk(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator,
             res: Resources) -> str:
     """The ``k`` rationale tokens with the highest attribution to the gold label (on the CoT-before model), in
-    their original order, after the label (Table 3)."""
+    their original order, after the label (Table 3). Highest by signed score: tokens that push the label's
+    probability up, not those that push it down (the paper does not say; its word "important" reads as the
+    former)."""
     return _after(label, _top_tokens(example, params, res))
 
 
@@ -358,8 +372,9 @@ def human_words(example: dict, rationale: str | None, label: str, params: dict, 
 def word_neighbours(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator,
                     res: Resources) -> str:
     """The ``k`` nearest words to the answer in a word-vector space, after the label (the paper's "Word2Vec
-    based", Table 3). The query is the answer text's longest word (not the choice letter), lower-cased where the
-    vectors are; an answer with no word in the vocabulary gets no neighbours (counted in the targets log)."""
+    based", Table 3). The query is the answer text's longest word that the vectors know (not the choice letter;
+    as written or lower-cased), so an unknown long word gives way to a shorter known one; an answer with no word
+    in the vocabulary gets no neighbours (counted in the targets log)."""
     return _after(label, neighbours(res.vectors, answer_text(example), params["k"]))
 
 

@@ -50,11 +50,13 @@ def read_human_words(path: str | list[str]) -> dict[str, list[str]]:
 
 def overlap(human: dict[str, list[str]], reference: dict[str, list[str]]) -> dict:
     """Precision and recall of human words against reference words (the paper: IG tokens), over the ids both
-    have: micro-averaged over lower-cased word types per example, as counts so they can be pooled."""
+    have: micro-averaged over lower-cased word types per example, as counts so they can be pooled. Both sides go
+    through `words_of`, so punctuation around a word does not keep it from matching and a token that is only
+    punctuation (an IG ``.``) is no word; subword pieces of the student's tokenizer stay as they are."""
     ids = sorted(set(human) & set(reference))
     hit = n_human = n_ref = 0
     for i in ids:
-        h, r = {w.lower() for w in human[i]}, {w.lower() for w in reference[i]}
+        h, r = ({w.lower() for w in words_of(" ".join(words))} for words in (human[i], reference[i]))
         hit, n_human, n_ref = hit + len(h & r), n_human + len(h), n_ref + len(r)
     return {"examples": len(ids), "precision": hit / n_human if n_human else None,
             "recall": hit / n_ref if n_ref else None, "shared_words": hit}

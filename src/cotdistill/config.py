@@ -399,11 +399,15 @@ def ablation_spec(config: dict, name: str) -> dict:
 def targets_params(config: dict, ablation: str, teacher: str | None = None) -> dict:
     """What decides a targets file: the ablation's identity, the label format, the seed, the file's columns (so
     results written by an older layout are rebuilt, not read) and, for a teacher whose labels students train on,
-    ``labels: teacher`` (absent for gold labels, so other targets' params stay as they were)."""
+    ``labels: teacher`` (absent for gold labels, so other targets' params stay as they were), and the kind's
+    revision where it has been raised (its targets, and only they, rebuild when its builder changes)."""
     spec = ablation_spec(config, ablation)
-    columns = TARGET_COLUMNS + (EXPLAIN_COLUMNS if ABLATIONS.get(spec["kind"]).multitask else [])
+    kind = ABLATIONS.get(spec["kind"])
+    columns = TARGET_COLUMNS + (EXPLAIN_COLUMNS if kind.multitask else [])
     out = {"spec": spec, "label_format": config["targets"]["label_format"], "seed": config.get("seed", 0),
            "columns": columns}
+    if kind.revision > 1:
+        out["revision"] = kind.revision
     if teacher is not None and teacher_spec(config, teacher).get("labels", "gold") == "teacher":
         out["labels"] = "teacher"
     return out

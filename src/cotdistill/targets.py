@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pandas as pd
@@ -79,7 +80,10 @@ def build_targets(data: pd.DataFrame, rationales: pd.DataFrame | None, ablation:
 
     Each example's randomness comes from `ablations.example_rng` (seed, kind and parameters, example id): the same
     example gets the same perturbation whatever the row order, the other rows or the ablation's name. The
-    vocabulary of `random_words` is every word of the kept rationales, sorted. A multi-task ablation's rows put
+    vocabulary of `random_words` is every word type of the rationales file, sorted (drawn uniformly over types):
+    the whole file's, so it does not move with a subsample or a training fraction. Examples whose rationale is
+    missing or blank (a teacher's unparsed output kept by ``policy: keep``) are left out of every ablation, so
+    all ablations train on the same rows; the log counts them. A multi-task ablation's rows put
     its predict prefix before the source (and suffix after it) and carry the explain task (`EXPLAIN_COLUMNS`: the
     source framed by the explain prefix and suffix, and the rationale as its target). A kind with a ``train_fraction`` parameter keeps the examples whose draw from
     (seed, example id) falls under it, so a smaller fraction's examples are a subset of a larger one's.
@@ -89,9 +93,14 @@ def build_targets(data: pd.DataFrame, rationales: pd.DataFrame | None, ablation:
     params = {k: v for k, v in resolved.items() if k != "kind"}
     res = resources or ablations.Resources()
     if rationales is not None:
+        blank = rationales["rationale"].isna() | (rationales["rationale"].astype(str).str.strip() == "")
+        if blank.any():
+            log.warning("%d of %d rationales are missing or blank (e.g. ids %s): their examples are left out",
+                        int(blank.sum()), len(rationales), list(rationales.loc[blank, "id"][:5]))
+        rationales = rationales[~blank]
         data = data.merge(rationales[["id", "rationale"]], on="id", how="inner")  # same rows for every ablation
         if "vocabulary" in abl.needs and res.vocabulary is None:
-            res.vocabulary = sorted({w for r in data["rationale"] for w in str(r).split()})
+            res = dataclasses.replace(res, vocabulary=sorted({w for r in rationales["rationale"] for w in str(r).split()}))
     elif abl.needs_rationale:
         raise ValueError(f"ablation {ablation!r} needs teacher rationales")
     missing = [k for k in abl.needs if getattr(res, k) is None]
@@ -105,8 +114,8 @@ def build_targets(data: pd.DataFrame, rationales: pd.DataFrame | None, ablation:
         label = label_string(row, label_format)
         rng = ablations.example_rng(seed, resolved, row["id"])
         target = abl.build(row, row.get("rationale"), label, params, rng, res)
-        marked = ablations.wrap_label(label)
-        start = target.rfind(marked) + len(ablations.MARK) + 1
+        marked = ablations.wrap_label(label)  # the label's own markers: first if it leads, last if it ends
+        start = (target.find(marked) if abl.label_first(params) else target.rfind(marked)) + len(ablations.MARK) + 1
         if start < len(ablations.MARK) + 1:
             raise ValueError(f"ablation {ablation!r}: target for row id {row['id']!r} lacks {marked!r}")
         out = {"id": row["id"], "task": row["task"], "source": format_source(row), "target": target,
@@ -149,6 +158,11 @@ def build_target_file(data: str, rationales: str | None, ablation: str, spec: di
         raise ValueError(f"teacher labels setting is {labels!r}; valid choices: gold, teacher")
     df = io.read_parquet(data, required=COMMON_COLUMNS)
     rat = io.read_parquet(rationales, required=["id", "rationale"]) if rationales else None
+    for path, frame in ((data, df), (rationales, rat)):
+        repeated = frame["id"][frame["id"].duplicated()] if frame is not None else []
+        if len(repeated):
+            raise ValueError(f"{path}: {len(repeated)} ids repeat (e.g. {list(repeated[:3])}): one row per example "
+                             f"expected")
     if rat is not None:
         stray = rat.loc[~rat["id"].isin(df["id"]), "id"]
         if len(stray):

