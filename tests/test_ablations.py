@@ -214,6 +214,8 @@ def test_mask_sweeps_are_nested_and_placements_agree():
     assert [len(hidden["after", p]) for p in (0.2, 0.5, 0.8)] == [12, 30, 48]  # p of the 60 words, not about p
     eleven = pd.DataFrame({"id": ["q1"], "rationale": [" ".join(f"w{i}" for i in range(11))]})
     assert _target({"kind": "mask", "p": 0.5}, rat=eleven).count("[MASK]") == 6  # 5.5 rounds half up
+    many = pd.DataFrame({"id": ["q1"], "rationale": [" ".join(f"w{i}" for i in range(45))]})
+    assert _target({"kind": "mask", "p": 0.7}, rat=many).count("[MASK]") == 32  # 0.7 * 45 = 31.4999... in floats
     assert all(hidden["before", p] == hidden["after", p] for p in (0.2, 0.5, 0.8))
     other_unit = _target({"kind": "mask", "p": 0.5, "unit": "token"}, rat=rat).replace(LABEL, "").split()
     assert {i for i, w in enumerate(other_unit) if w == "[MASK]"} != hidden["after", 0.5]  # its own draws

@@ -103,12 +103,16 @@ def test_what_the_paper_found_is_read_per_dataset_from_its_numbers():
         "not in paper", "")
 
 
-def test_a_selector_range_names_its_comparison():
-    from cotdistill.reportkinds import matches
+def test_a_claim_is_checked_when_it_is_made():
+    """A range other than >= / <= (once read as <=) or an unknown paper finding fails at registration, not when a
+    run first meets the claim (or never, where no run has its ablations)."""
+    from cotdistill.reportkinds import Claim, matches
 
     assert matches({"p": 0.9}, {"p": (">=", 0.6)}) and not matches({"p": 0.3}, {"p": (">=", 0.6)})
     with pytest.raises(ValueError, match="needs '>=' or '<='"):
-        matches({"p": 0.9}, {"p": (">", 0.6)})  # was read as <=
+        Claim("x", ({"kind": "mask", "p": (">", 0.6)}, {"kind": "none"}))
+    with pytest.raises(ValueError, match="paper 'not significant' is not one of holds, reversed"):
+        Claim("x", ({"kind": "none"},), paper="not significant")
 
 
 def test_summary_interval_and_collapse_from_one_seed(built):
@@ -175,14 +179,17 @@ def test_sweep_points_are_compared_at_their_own_value():
     ablations = {f"{name}_{f}": {"kind": "multitask", "aux": aux, "train_fraction": f}
                  for name, aux in (("dss", "none"), ("mi", "mi_paper")) for f in (0.25, 1.0)}
     ablations["none"] = {"kind": "none"}
+    ablations["ig"] = {"kind": "ig_topk", "train_fraction": 0.25}  # another kind: not a point of the sweep
     rng = np.random.default_rng(0)
     items = pd.DataFrame([{"dataset": "d", "student": "s", "ablation": a, "seed": 0, "id": i,
                            "correct": bool(rng.random() < 0.5)} for a in ablations for i in range(40)])
     summary = pd.DataFrame({"dataset": "d", "student": "s", "ablation": list(ablations)})
     config = {"ablations": ablations, "compare_to": ["dss_0.25", "dss_1.0"], "seed": 0}
-    pairs = set(zip(*paired_tests(summary, items, config, sweep="train_fraction")[["ablation", "reference"]].T.values))
-    assert pairs == {("mi_0.25", "dss_0.25"), ("none", "dss_0.25"), ("mi_1.0", "dss_1.0"), ("none", "dss_1.0")}
-    assert len(paired_tests(summary, items, config)) == 7  # without the sweep: every ablation against each
+    tests = paired_tests(summary, items, config, sweep=("multitask", "train_fraction"))
+    assert set(zip(tests["ablation"], tests["reference"])) == {
+        ("mi_0.25", "dss_0.25"), ("none", "dss_0.25"), ("ig", "dss_0.25"),
+        ("mi_1.0", "dss_1.0"), ("none", "dss_1.0"), ("ig", "dss_1.0")}
+    assert len(paired_tests(summary, items, config)) == 9  # without the sweep: every ablation against each
 
 
 def test_mixed_flips_when_seeds_disagree(built):

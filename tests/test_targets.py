@@ -48,9 +48,11 @@ def test_examples_without_a_rationale_are_left_out_of_every_ablation():
     blank rationale would be a silently wrong target), so all of them keep the same rows."""
     rows = pd.DataFrame([ROW, {**ROW, "id": "q2"}, {**ROW, "id": "q3"}])
     rat = pd.DataFrame({"id": ["q1", "q2", "q3"], "rationale": ["Milk must stay cold.", None, "  "]})
-    for kind in ("none", "cot_after", "shuffle"):
+    for kind in ("none", "cot_after", "shuffle", "multitask", "random_words"):
         out = build_targets(rows, rat, kind, {"kind": kind}, "letter", 0)
-        assert list(out["id"]) == ["q1"] and "nan" not in out["target"].iloc[0]
+        assert list(out["id"]) == ["q1"] and "nan" not in out["target"].iloc[0].split()
+    words = out["target"].iloc[0].removeprefix("[FIN_LABEL] B [FIN_LABEL] ").split()  # random_words, the last kind
+    assert len(words) == 4 and set(words) <= {"Milk", "must", "stay", "cold."}  # no blank row in the vocabulary
 
 
 def test_repeated_ids_are_refused(tmp_path):

@@ -226,9 +226,10 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 def _hidden(rng: np.random.Generator, n: int, p: float) -> np.ndarray:
-    """Which of `n` units to hide: the ``floor(p * n + 0.5)`` with the smallest uniform draws."""
+    """Which of `n` units to hide: the ``p * n`` (rounded half up) with the smallest uniform draws. The product is
+    rounded to 9 decimals first: 0.7 * 45 is 31.499999... in floating point, and 31.5 must give 32."""
     hidden = np.zeros(n, dtype=bool)
-    hidden[np.argsort(rng.random(n), kind="stable")[:int(np.floor(p * n + 0.5))]] = True
+    hidden[np.argsort(rng.random(n), kind="stable")[:int(np.floor(round(p * n, 9) + 0.5))]] = True
     return hidden
 
 

@@ -20,12 +20,24 @@ from .registry import Registry
 Selector = dict  # {"kind": ..., param: value or (op, value)}
 
 
+FINDINGS = ("holds", "reversed", "about equal", "not in paper")  # what a paper can state about an ordering
+
+
 @dataclass(frozen=True)
 class Claim:
     text: str
     chain: tuple[Selector, ...]  # each selector's ablations better than the next's
-    paper: str = "holds"  # what the paper states where its tables do not cover it: holds, about equal, not in paper
+    paper: str = "holds"  # what the paper states where its tables do not cover it (`FINDINGS`)
     tasks: tuple[str, ...] = ()  # checked only on datasets of these tasks (mcqa, nli, math); empty: every dataset
+
+    def __post_init__(self) -> None:
+        """Checked when the kind is registered, not when a run first meets the claim."""
+        if self.paper not in FINDINGS:
+            raise ValueError(f"claim {self.text!r}: paper {self.paper!r} is not one of {', '.join(FINDINGS)}")
+        for selector in self.chain:
+            for want in selector.values():
+                if isinstance(want, tuple) and (len(want) != 2 or want[0] not in (">=", "<=")):
+                    raise ValueError(f"claim {self.text!r}: range {want!r} needs '>=' or '<=' and a bound")
 
 
 @dataclass(frozen=True)
@@ -146,9 +158,7 @@ def matches(spec: dict, selector: Selector) -> bool:
         if key not in spec:
             return False
         if isinstance(want, tuple):
-            op, bound = want
-            if op not in (">=", "<="):
-                raise ValueError(f"selector {selector}: range {want!r} needs '>=' or '<='")
+            op, bound = want  # '>=' or '<=' (`Claim` checks)
             if not (spec[key] >= bound if op == ">=" else spec[key] <= bound):
                 return False
         elif spec[key] != want:

@@ -28,7 +28,7 @@ from . import io
 from .ablations import wrap_label
 from .evaluation import load_eval
 from .config import transfer_name
-from .reportkinds import REPORTS, ReportKind, matches
+from .reportkinds import REPORTS, Claim, ReportKind, matches
 from .stats import bootstrap_interval, holm, mcnemar_exact, paired_bootstrap, paired_ece_bootstrap
 from .targets import format_source
 
@@ -192,15 +192,18 @@ def compare(items: pd.DataFrame, dataset: str, student: str, a: str, b: str, see
             "mcnemar_max_p": max(p for _, _, p in per_seed)}
 
 
-def paired_tests(summary: pd.DataFrame, items: pd.DataFrame, config: dict, sweep: str | None = None) -> pd.DataFrame:
+def paired_tests(summary: pd.DataFrame, items: pd.DataFrame, config: dict,
+                 sweep: tuple[str, str] | None = None) -> pd.DataFrame:
     """Every ablation against each reference in ``compare_to``, Holm-adjusted within (dataset, student, ref); two
-    references are compared once (under the first). With a swept parameter (a sweep figure's), two ablations that
-    both set it are compared only at the same value: a DSS+MI point against the DSS point of its own fraction, not
-    against every fraction's, which would only widen each Holm family."""
+    references are compared once (under the first). With a sweep (a sweep figure's kind and parameter), two
+    ablations of that kind are compared only at the same value: a DSS+MI point against the DSS point of its own
+    fraction, not against every fraction's, which would only widen each Holm family."""
     specs = config["ablations"]
 
     def same_point(a: str, b: str) -> bool:
-        return sweep is None or sweep not in specs[a] or sweep not in specs[b] or specs[a][sweep] == specs[b][sweep]
+        if sweep is None or not specs[a]["kind"] == specs[b]["kind"] == sweep[0]:
+            return True
+        return specs[a].get(sweep[1]) == specs[b].get(sweep[1])
 
     rows = []
     for (ds, st), g in summary.groupby(["dataset", "student"], sort=False):
@@ -220,6 +223,11 @@ def claims(summary: pd.DataFrame, items: pd.DataFrame, config: dict, kind: Repor
     """Each of the report kind's claims per student and dataset: its verdict from every step of its chain (every
     pair of matching ablations), beside what the paper found; skipped where a link of the chain is missing."""
     return _checked(summary, items, config, kind.claims, compare, ece=False, paper=kind.paper)
+
+
+PUBLISHED_TIE = 1.0  # published gaps (pp or ECE points) under this read as about equal: the papers give no
+# intervals, and a paired difference on their test sets of about 1,000 items has one of about ±2 pp
+VERDICT_OF = {"holds": "holds", "reversed": "reversed", "about equal": "not significant"}  # paper -> our verdict
 
 
 def _checked(summary: pd.DataFrame, items: pd.DataFrame, config: dict, chains, test, ece: bool,
@@ -252,12 +260,7 @@ def _checked(summary: pd.DataFrame, items: pd.DataFrame, config: dict, chains, t
     return out
 
 
-PUBLISHED_TIE = 1.0  # published gaps (pp or ECE points) under this read as about equal: the papers give no
-# intervals, and a paired difference on their test sets of about 1,000 items has one of about ±2 pp
-VERDICT_OF = {"holds": "holds", "reversed": "reversed", "about equal": "not significant"}  # paper -> our verdict
-
-
-def paper_finding(claim, links: list[list[str]], config: dict, dataset: str, paper: str,
+def paper_finding(claim: Claim, links: list[list[str]], config: dict, dataset: str, paper: str,
                   ece: bool) -> tuple[str, str]:
     """What the paper found for a claimed ordering on a dataset, and the published gaps it rests on. Read from its
     published numbers for each of its students that has every link of the chain there (holds: every step ahead by
@@ -279,7 +282,7 @@ def paper_finding(claim, links: list[list[str]], config: dict, dataset: str, pap
         steps = [(value(x, student), value(y, student)) for left, right in zip(links, links[1:])
                  for x in left for y in right]
         if all(a is not None and b is not None for a, b in steps):
-            gaps[student] = [b - a if ece else a - b for a, b in steps]  # the claimed direction positive
+            gaps[student] = [round(b - a if ece else a - b, 6) for a, b in steps]  # claimed direction positive
     if not gaps:
         return claim.paper, ""
     each = {"holds" if min(g) >= PUBLISHED_TIE else "reversed" if min(g) <= -PUBLISHED_TIE else "about equal"
@@ -755,7 +758,7 @@ def report(evals: list[str], predictions: list[str], data: list[str], config: di
     evals_df, items = collect(evals, predictions)
     check_aligned(items)
     summary = summarise(evals_df, items, config, kind.paper)
-    tests = paired_tests(summary, items, config, kind.sweep if kind.figure == "sweep" else None)
+    tests = paired_tests(summary, items, config, (kind.sweep_kind, kind.sweep) if kind.figure == "sweep" else None)
     claim_rows = claims(summary, items, config, kind) + calibration_claims(summary, items, config, kind)
     title = f"{experiment}: {kind.title}"
     extra = (overlap_section(targets or [], config) if kind.overlap else []) + judge_section(judge or [],

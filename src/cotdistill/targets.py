@@ -83,10 +83,11 @@ def build_targets(data: pd.DataFrame, rationales: pd.DataFrame | None, ablation:
     vocabulary of `random_words` is every word type of the rationales file, sorted (drawn uniformly over types):
     the whole file's, so it does not move with a subsample or a training fraction. Examples whose rationale is
     missing or blank (a teacher's unparsed output kept by ``policy: keep``) are left out of every ablation, so
-    all ablations train on the same rows; the log counts them. A multi-task ablation's rows put
-    its predict prefix before the source (and suffix after it) and carry the explain task (`EXPLAIN_COLUMNS`: the
-    source framed by the explain prefix and suffix, and the rationale as its target). A kind with a ``train_fraction`` parameter keeps the examples whose draw from
-    (seed, example id) falls under it, so a smaller fraction's examples are a subset of a larger one's.
+    all ablations train on the same rows; the log counts them. A multi-task ablation's rows put its predict prefix
+    before the source (and suffix after it) and carry the explain task (`EXPLAIN_COLUMNS`: the source framed by
+    the explain prefix and suffix, and the rationale as its target). A kind with a ``train_fraction`` parameter
+    keeps the examples whose draw from (seed, example id) falls under it, so a smaller fraction's examples are a
+    subset of a larger one's.
     """
     abl = ablations.get(spec, ablation)
     resolved = ablations.resolve(spec, ablation)
@@ -100,7 +101,8 @@ def build_targets(data: pd.DataFrame, rationales: pd.DataFrame | None, ablation:
         rationales = rationales[~blank]
         data = data.merge(rationales[["id", "rationale"]], on="id", how="inner")  # same rows for every ablation
         if "vocabulary" in abl.needs and res.vocabulary is None:
-            res = dataclasses.replace(res, vocabulary=sorted({w for r in rationales["rationale"] for w in str(r).split()}))
+            words = {w for r in rationales["rationale"] for w in str(r).split()}
+            res = dataclasses.replace(res, vocabulary=sorted(words))
     elif abl.needs_rationale:
         raise ValueError(f"ablation {ablation!r} needs teacher rationales")
     missing = [k for k in abl.needs if getattr(res, k) is None]

@@ -47,7 +47,7 @@ def from_word2vec(spec: dict):
     from gensim.models import KeyedVectors
 
     path = _existing(spec["path"])
-    return KeyedVectors.load_word2vec_format(str(path), binary=".bin" in path.suffixes)
+    return KeyedVectors.load_word2vec_format(str(path), binary=path.name.endswith((".bin", ".bin.gz")))
 
 
 @LOADERS.register("glove")
