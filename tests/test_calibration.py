@@ -19,6 +19,8 @@ def test_perfect_calibration_and_bin_edges():
     assert reliability([0.1, 0.0, 1.0], [True, True, True])["count"].tolist() == [2, 1]  # 0.1 closes bin 1
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         ece([1.2], [True])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ece([0.5, float("nan")], [True, False])  # an uncalibrated item
     with pytest.raises(ValueError, match="equal-length"):
         ece([0.5, 0.5], [True])
 

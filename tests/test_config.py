@@ -359,3 +359,12 @@ def test_a_kind_whose_builder_changed_rebuilds_only_its_own_targets():
     c["ablations"].update(m={"kind": "mask", "p": 0.5}, r={"kind": "random_words"})
     assert cfg.targets_params(c, "m")["revision"] == 2 and cfg.targets_params(c, "r")["revision"] == 2
     assert set(cfg.targets_params(c, "cot_after")) == {"spec", "label_format", "seed", "columns"}  # as before
+
+
+def test_a_report_code_revision_reruns_every_report(monkeypatch):
+    """Report code that says something else from the same inputs (the paper's finding per dataset) raises
+    `reportkinds.REVISION`; it is in each report's params, so finished runs redo their reports on the next run."""
+    before = cfg.report_params(BASE, "table1")
+    assert before["revision"] == 2
+    monkeypatch.setattr(cfg, "REPORT_REVISION", 3)
+    assert cfg.report_params(BASE, "table1") == {**before, "revision": 3}

@@ -103,6 +103,18 @@ def test_what_the_paper_found_is_read_per_dataset_from_its_numbers():
         "not in paper", "")
 
 
+def test_agreement_with_the_paper():
+    """A published tie (about equal) agrees with a difference we cannot tell from zero, not with one that holds;
+    a split or absent finding agrees with nothing."""
+    from cotdistill.reports import agreement
+
+    assert agreement("about equal", "not significant") is True
+    assert agreement("about equal", "holds") is False
+    assert agreement("holds", "holds") is True and agreement("holds", "not significant") is False
+    assert agreement("reversed", "reversed") is True and agreement("reversed", "holds") is False
+    assert agreement("mixed", "holds") is None and agreement("not in paper", "not significant") is None
+
+
 def test_a_claim_is_checked_when_it_is_made():
     """A range other than >= / <= (once read as <=) or an unknown paper finding fails at registration, not when a
     run first meets the claim (or never, where no run has its ablations)."""

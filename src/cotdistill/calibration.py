@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .datasets import eval_equation
-from .stats import bin_index
+from .stats import bin_index, confidences
 from .targets import candidate_labels, label_string
 
 MAX_NUMBERS = 6  # SVAMP candidates: numbers of a problem taken into the one-operation equations
@@ -21,12 +21,10 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
 def _arrays(confidence, correct) -> tuple[np.ndarray, np.ndarray]:
-    conf = np.asarray(confidence, dtype=float)
+    conf = confidences(confidence)
     hit = np.asarray(correct, dtype=bool)
     if conf.shape != hit.shape or conf.ndim != 1 or not len(conf):
         raise ValueError(f"expected two equal-length non-empty vectors, got shapes {conf.shape} and {hit.shape}")
-    if np.isnan(conf).any() or (conf < 0).any() or (conf > 1).any():
-        raise ValueError("confidences must lie in [0, 1]")
     return conf, hit
 
 

@@ -29,6 +29,7 @@ from .lenskinds import LENSES
 from .lenskinds import resolve as resolve_lens
 from .models import CONVERTED
 from .reportkinds import REPORTS
+from .reportkinds import REVISION as REPORT_REVISION
 from .targets import EXPLAIN_COLUMNS, TARGET_COLUMNS
 from .teachers import BACKENDS, DEFAULT_DECODING, PARSERS
 from .wordvectors import LOADERS as VECTOR_LOADERS
@@ -660,7 +661,7 @@ def report_params(config: dict, experiment: str) -> dict:
         "scratch": [s for s in e.get("students", []) if student_spec(config, s)["source"] == "scratch"],
         "labels": teacher_spec(config, e["teacher"]).get("labels", "gold"),
         "ablations": specs, "compare_to": compare, "seed": config.get("seed", 0),
-        "report": e.get("report", "table1")})
+        "report": e.get("report", "table1"), "revision": REPORT_REVISION})
 
 
 def experiments_to_run(config: dict) -> list[str]:

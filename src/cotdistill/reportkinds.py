@@ -20,6 +20,10 @@ from .registry import Registry
 Selector = dict  # {"kind": ..., param: value or (op, value)}
 
 
+REVISION = 2  # raised when the report code says something else from the same inputs; in every report's params, so
+# finished runs redo their reports, and nothing else, on the next run (2: the paper's finding per dataset from its
+# published numbers, sweep points tested at their own value, human-word overlap without punctuation)
+
 FINDINGS = ("holds", "reversed", "about equal", "not in paper")  # what a paper can state about an ordering
 
 

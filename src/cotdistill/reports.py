@@ -255,9 +255,14 @@ def _checked(summary: pd.DataFrame, items: pd.DataFrame, config: dict, chains, t
                                f"{'pts' if ece else 'pp'} [{s['diff_low']:+.1f}, {s['diff_high']:+.1f}], "
                                f"p = {s['p_bootstrap']:.3g}" for s in steps)
             v = verdict([(-x["diff"] if ece else x["diff"], x["p_bootstrap"]) for x in steps])  # lower ECE: better
-            out.append({**row, "verdict": v, "agrees": VERDICT_OF.get(found) == v if found in VERDICT_OF else None,
-                        "detail": detail})
+            out.append({**row, "verdict": v, "agrees": agreement(found, v), "detail": detail})
     return out
+
+
+def agreement(paper: str, verdict: str) -> bool | None:
+    """Whether our verdict agrees with what the paper found; None where the paper has no one finding to agree
+    with (its students differ, or the claim is beyond it)."""
+    return VERDICT_OF[paper] == verdict if paper in VERDICT_OF else None
 
 
 def paper_finding(claim: Claim, links: list[list[str]], config: dict, dataset: str, paper: str,

@@ -90,6 +90,15 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, level: float = 0.95, replicat
                         p, a.shape[0], a.shape[1])
 
 
+def confidences(confidence) -> np.ndarray:
+    """`confidence` as floats, refused unless every value lies in [0, 1]: NaN is a model without calibration, and
+    a NaN bootstrap replicate would drop out of the quantiles unseen."""
+    conf = np.asarray(confidence, dtype=float)
+    if not np.all((conf >= 0) & (conf <= 1)):
+        raise ValueError("confidences must lie in [0, 1] (NaN: a model without calibration)")
+    return conf
+
+
 def bin_index(confidence: np.ndarray, bins: int = 10) -> np.ndarray:
     """Each confidence's equal-width bin over [0, 1], closed on the right, the first also on the left (Guo et al.,
     2017): the binning of every ECE here."""
@@ -109,12 +118,10 @@ def paired_ece_bootstrap(conf_a: np.ndarray, hit_a: np.ndarray, conf_b: np.ndarr
                          seed: int = 0) -> PairedResult:
     """Paired bootstrap of the ECE difference a - b (mean over seeds), items and seeds resampled together for both
     models, as `paired_bootstrap` does for accuracy; matrices are (seeds x items) of confidence and correctness."""
-    conf_a, conf_b = np.asarray(conf_a, dtype=float), np.asarray(conf_b, dtype=float)
+    conf_a, conf_b = confidences(conf_a), confidences(conf_b)
     hit_a, hit_b = _check(hit_a), _check(hit_b)
     if not conf_a.shape == hit_a.shape == conf_b.shape == hit_b.shape:
         raise ValueError(f"paired ECE test needs the same seeds and items: shapes {conf_a.shape}, {conf_b.shape}")
-    if not (np.all((conf_a >= 0) & (conf_a <= 1)) and np.all((conf_b >= 0) & (conf_b <= 1))):
-        raise ValueError("paired ECE test: confidences must lie in [0, 1] (NaN: a model without calibration)")
     s, n = conf_a.shape
     everything = np.arange(n)
     observed = _ece_rows(conf_a, hit_a, everything, bins).mean() - _ece_rows(conf_b, hit_b, everything, bins).mean()
