@@ -40,8 +40,11 @@ def test_batches_shift_labels_as_t5_does_and_the_loss_is_the_models_own(t5):
     batch = Seq2SeqCollator(tok.pad_token_id, model.config.decoder_start_token_id)(features)
     assert torch.equal(batch["decoder_input_ids"], model._shift_right(batch["labels"]))
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    own = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
-    assert target_loss(model(**inputs), batch["labels"]).item() == pytest.approx(own.item(), rel=1e-5)
+    own = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+    ours = model(**inputs)
+    assert target_loss(ours, batch["labels"]).item() == pytest.approx(own.loss.item(), rel=1e-5)
+    # at padded decoder positions too, which `mi_paper` pools over: no decoder mask, as the authors' collator
+    assert batch["labels"].eq(-100).any() and torch.allclose(ours.logits, own.logits, atol=1e-6)
 
 
 def test_greedy_decoding_is_generates_cut_where_each_row_finished(t5):

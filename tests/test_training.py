@@ -56,6 +56,22 @@ def test_a_cut_source_keeps_its_task_prefix():
         encode(tok, [SOURCE], [wrap_label("B")], [len(wrap_label("B"))], 16, 64, keep_prefix="explain: ")
 
 
+def test_a_cut_source_keeps_the_bos_its_tokenizer_adds():
+    """A student whose tokenizer starts every text with BOS (Gemma, Llama) sees one at evaluation, which does not
+    truncate: a source cut for training keeps it, with or without a task prefix."""
+    from tokenizers.processors import TemplateProcessing
+
+    tok = gpt2_tokenizer()
+    tok._tokenizer.post_processor = TemplateProcessing(single="<|endoftext|> $A",
+                                                       special_tokens=[("<|endoftext|>", tok.eos_token_id)])
+    for prefix in ("", "predict: "):
+        enc, _ = encode(tok, [prefix + "filler " * 300 + SOURCE], [wrap_label("B")], [len(wrap_label("B"))], 16,
+                        64, keep_prefix=prefix)
+        source = enc["input_ids"][0][:16]
+        assert source[0] == tok.eos_token_id and tok.decode(source[1:]).startswith(prefix or "?")
+        assert tok.decode(source).endswith("Answer:") and source.count(tok.eos_token_id) == 1
+
+
 def test_rationale_after_the_label_may_be_cut_but_the_label_never():
     tok = gpt2_tokenizer()
     df = _targets(f"{wrap_label('B')} {RATIONALE}", f"{RATIONALE} {wrap_label('B')}")

@@ -427,7 +427,8 @@ def multitask(example: dict, rationale: str | None, label: str, params: dict, rn
     generated, from the predict prefix. ``train_fraction`` < 1 keeps a seeded share of the examples
     (`targets.build_targets`). With the task tags after the input instead (``predict_prefix: ""``,
     ``predict_suffix: "\\npredict:"``, likewise for explain) both tasks of a decoder-only student begin with the same
-    tokens, which training reads once (`multitask.PairCollator`): the same loss for fewer FLOPs."""
+    tokens, which training reads once (`multitask.PairCollator`): the same loss for fewer FLOPs, except `mi_paper`,
+    which pools over padding and so over the packed batch's own padding (`losses.mi_paper`)."""
     return wrap_label(label)
 
 

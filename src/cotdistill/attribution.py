@@ -29,6 +29,7 @@ from . import io
 from .ablations import IG_PARAMS, MARK, wrap_label
 from .models import load_causal_student
 from .targets import TARGET_COLUMNS
+from .training import cut_source, leading_specials
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def split_cot_before(target: str, label: str, row_id: str) -> str:
 
 def _encode(tok, source: str, rationale: str, label: str, max_source: int) -> tuple[list[int], int, int, int]:
     """(ids, rationale start, rationale end, label start): the pieces tokenized apart, so spans are exact."""
-    src = tok(source, add_special_tokens=True)["input_ids"][-max_source:]
+    src = cut_source(tok(source, add_special_tokens=True)["input_ids"], max_source, leading_specials(tok))
     rat = tok(" " + rationale, add_special_tokens=False)["input_ids"]
     mark = tok(" " + MARK, add_special_tokens=False)["input_ids"]
     lab = tok(" " + label, add_special_tokens=False)["input_ids"]

@@ -48,7 +48,8 @@ class PairCollator:
     batches, one row per example, ``{"packed": ...}``: the shared tokens (left-padded), the rest of the predict task
     and the rest of the explain task (each right-padded), positions counting on from the shared part, and
     ``allowed``, which key each query may attend to (causal, real tokens only, the explain task never seeing the
-    predict task's), so one forward pass gives both tasks the loss and gradients of their unshared batches."""
+    predict task's), so one forward pass gives both tasks the loss and gradients of their unshared batches (every
+    term but `mi_paper`, which pools over padding: the packed and unpacked batches pad different positions)."""
 
     pad_id: int
     side: str = "left"  # decoder-only: `training.Collator`'s side

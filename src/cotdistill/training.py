@@ -61,8 +61,9 @@ def encode(tokenizer, sources: list[str], targets: list[str], marker_ends: list[
     """input_ids = source + " " + target + eos, labels masked (-100) over the source; returns (encoded, dropped).
     With `encoder_decoder`, input_ids = the source and labels = " " + target + eos (the decoder's sequence).
 
-    A source longer than `max_source` keeps its end (the part next to the answer), and its start where every source
-    begins with `keep_prefix` (a multi-task prefix: the tokens the prefix takes alone). A target is cut at
+    A source longer than `max_source` keeps its end (the part next to the answer), the special tokens the tokenizer
+    puts first (a BOS, which the model saw at every position of training otherwise and sees at evaluation), and its
+    start where every source begins with `keep_prefix` (a multi-task prefix: the tokens the prefix takes alone). A target is cut at
     `max_target` tokens only after its closing marker (`marker_ends`: character offsets just past it): a target
     whose label would be cut raises OverlongTargetError naming its id, or with ``overlong="drop"`` is left out
     and its id returned in `dropped`.
@@ -72,12 +73,12 @@ def encode(tokenizer, sources: list[str], targets: list[str], marker_ends: list[
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     ids = list(ids) if ids is not None else [str(i) for i in range(len(sources))]
     input_ids, labels, dropped = [], [], []
-    head = len(tokenizer(keep_prefix, add_special_tokens=True)["input_ids"]) if keep_prefix else 0
+    head = leading_specials(tokenizer) + (len(tokenizer(keep_prefix, add_special_tokens=False)["input_ids"])
+                                          if keep_prefix else 0)
     for rid, src, tgt, end in zip(ids, sources, targets, marker_ends, strict=True):
         if not src.startswith(keep_prefix):
             raise ValueError(f"source of row id {rid!r} does not start with the task prefix {keep_prefix!r}")
-        s = tokenizer(src, add_special_tokens=True)["input_ids"]
-        s = s[:head] + s[len(s) - (max_source - head):] if len(s) > max_source else s
+        s = cut_source(tokenizer(src, add_special_tokens=True)["input_ids"], max_source, head)
         t = tokenizer(" " + tgt, add_special_tokens=False)["input_ids"] + eos
         if len(t) > max_target:
             need = len(tokenizer(" " + tgt[:end], add_special_tokens=False)["input_ids"])
@@ -95,6 +96,17 @@ def encode(tokenizer, sources: list[str], targets: list[str], marker_ends: list[
     return {"input_ids": input_ids, "labels": labels,
             "length": [len(x) + (len(y) if encoder_decoder else 0) for x, y in zip(input_ids, labels, strict=True)]
             }, dropped
+
+
+def cut_source(ids: list[int], max_source: int, head: int) -> list[int]:
+    """A source cut to `max_source` tokens: its first `head` (BOS, a task prefix) and its end, next to the answer."""
+    return ids[:head] + ids[len(ids) - (max_source - head):] if len(ids) > max_source else ids
+
+
+def leading_specials(tokenizer) -> int:
+    """How many special tokens (BOS and the like) the tokenizer puts before a text."""
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return next((i for i, t in enumerate(ids) if t not in tokenizer.all_special_ids), len(ids))
 
 
 def validation_budget(tokenizer, targets: pd.DataFrame, max_target: int, margin: int = 2) -> int:
@@ -153,7 +165,9 @@ class Collator:
 class Seq2SeqCollator:
     """An encoder-decoder batch: sources padded (attention mask), labels padded with -100, and the decoder's inputs
     (labels shifted right after `start_id`), built here because the Trainer takes the labels out of the batch
-    before the forward pass when it computes the loss itself."""
+    before the forward pass when it computes the loss itself. No decoder attention mask, as in Distilling
+    Step-by-Step's `DataCollatorForSeq2Seq`: the decoder is causal, so its real positions do not change, and
+    `losses.mi_paper`, which pools over the padded positions too, sees what the authors' code saw."""
 
     pad_id: int
     start_id: int
@@ -168,8 +182,7 @@ class Seq2SeqCollator:
         shifted = torch.cat([labels.new_full((len(features), 1), self.start_id), labels[:, :-1]], 1)
         mask = pad_sequence([torch.ones(len(f["input_ids"]), dtype=torch.long) for f in features], batch_first=True)
         return {"input_ids": pad("input_ids", self.pad_id), "attention_mask": mask,
-                "decoder_input_ids": shifted.masked_fill(shifted == -100, self.pad_id),
-                "decoder_attention_mask": shifted.ne(-100).long(), "labels": labels}
+                "decoder_input_ids": shifted.masked_fill(shifted == -100, self.pad_id), "labels": labels}
 
 
 def target_positions(outputs, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -380,6 +393,14 @@ def build_trainer(model_spec: dict, targets_path: str, ckpt_dir: str | Path, set
             self.log(metrics)
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
             return metrics
+
+        def _track_num_input_tokens(self, inputs) -> None:
+            """The Trainer counts the encoder's tokens (attention_mask); an encoder-decoder also reads its
+            targets, most of a rationale-trained model's tokens: count them too (train_metrics, the cost report)."""
+            super()._track_num_input_tokens(inputs)
+            if "decoder_input_ids" in inputs and self.args.include_num_input_tokens_seen != "no":
+                decoded = torch.as_tensor(inputs["labels"].ne(-100).sum(), device=self.args.device)
+                self.state.num_input_tokens_seen += self.accelerator.gather(decoded).sum().item()
 
     common = {"model": model, "args": args, "train_dataset": train, "data_collator": collator,
               "eval_dataset": train.select(range(1)),  # only satisfies Trainer's check: `evaluate` uses val_df
