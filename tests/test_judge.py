@@ -22,7 +22,9 @@ def test_prompt_shows_the_item_and_rationale_but_not_the_answer():
 
 
 @pytest.mark.parametrize(("reply", "score"), [(" 4", 4), ("4/5", 4), (" Score: 2.", 2), (" five", None),
-                                               (" 7 then 3", 3), ("", None)])
+                                               (" 7 then 3", 3), ("", None), (" Rating (1-5): 4", 4),
+                                               (" On a scale of 1 to 5, I give it 3", 3), (" 10", None),
+                                               (" 3.5", None), ("\n\n2\n", 2)])
 def test_the_first_digit_from_1_to_5_is_the_score(reply, score):
     assert load_prompt(ROOT / "prompts/judge.yaml").score(reply) == score
 
@@ -32,6 +34,11 @@ def test_a_prompt_without_its_fields_is_refused(tmp_path):
     bad.write_text("template: 'Rate {rationale}'\nscore_pattern: '([1-5])'\n")
     with pytest.raises(ValueError, match=r"must contain \{input\}"):
         load_prompt(bad)
+    bad.write_text("template: 'Rate {input}: {rationale}'\nscore_pattern: '[1-5]'\n")
+    with pytest.raises(ValueError, match="exactly one group, the grade"):
+        load_prompt(bad)
+    bad.write_text("template: 'Rate {input}: {rationale}'\nscore_pattern: '(\\d+)'\n")
+    assert [load_prompt(bad).score(r) for r in (" 7", " 0", " 5")] == [None, None, 5]  # a grade outside 1-5
 
 
 def test_items_are_drawn_by_id_whatever_the_order_or_the_rest():

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from .conftest import GPT2_TOKENIZER, build_tiny_gpt2, copy_workflow
 from .test_pipeline import PARALLEL, planned, write
@@ -21,6 +22,10 @@ T5 = {"source": "scratch", "architecture": "t5", "seed": 0, "tokenizer": {"sourc
 def mi_config(workdir: Path) -> dict:
     build_tiny_gpt2(workdir / "tiny", seed=0)
     (workdir / "gpt2-tok").symlink_to(GPT2_TOKENIZER)
+    # A random tiny judge writes no grade standing alone ("1998", "x3"), which the shipped pattern rightly refuses;
+    # so that the stage runs here, this judge's prompt reads any digit 1-5 (parsing itself: test_judge.py).
+    prompt = yaml.safe_load((workdir / "prompts/judge.yaml").read_text())
+    (workdir / "judge-any-digit.yaml").write_text(yaml.safe_dump({**prompt, "score_pattern": "([1-5])"}))
     one = {"datasets": ["csqa"], "teacher": "palm540b", "students": ["t5", "tiny"], "seeds": [0]}
     return {
         "seed": 0,
@@ -31,7 +36,8 @@ def mi_config(workdir: Path) -> dict:
                                   "policy": "keep"},
                      "tiny-judge": {"backend": "transformers", "model": {"source": "local", "path": "tiny"},
                                     "batch_size": 8}},
-        "judges": {"tiny": {"teacher": "tiny-judge", "items": 6, "samples": 2, "max_new_tokens": 3}},
+        "judges": {"tiny": {"teacher": "tiny-judge", "items": 6, "samples": 2, "max_new_tokens": 3,
+                            "prompt": "judge-any-digit.yaml"}},
         "targets": {"label_format": "text"},
         "students": {"t5": T5, "tiny": {"source": "local", "path": "tiny"}},
         "ablations": {"none": {"kind": "none"}, "cot_before": {"kind": "cot_before"},
@@ -63,6 +69,9 @@ def test_t5_from_scratch_trains_evaluates_and_is_named_so(mi_run):
     assert json.loads((model / "config.json").read_text())["is_encoder_decoder"] is True
     metrics = json.loads((model / "train_metrics.json").read_text())
     assert metrics["steps"] > 0 and set(metrics["loss_terms"]) == {"predict", "explain", "aux"}
+    # the decoder's tokens are counted with the encoder's (the Trainer counts the encoder's attention mask only)
+    assert metrics["epochs"] == 1 and metrics["tokens_seen"] == pytest.approx(
+        metrics["mean_length"] * metrics["train_examples"], abs=1)
     ev = json.loads((workdir / "results/eval/csqa/palm540b/t5/dss_mi/seed0.json").read_text())
     assert ev["n"] == 12 and 0 <= ev["calibration"]["ece"] <= 1 and ev["decoding"]["prefix"] == "predict: "
     md = (workdir / "results/reports/t1.md").read_text()

@@ -47,7 +47,8 @@ class JudgePrompt:
 
     def score(self, reply: str) -> int | None:
         m = self.score_pattern.search(reply)
-        return int(m.group(1)) if m else None
+        grade = int(m.group(1)) if m and m.group(1).isdigit() else None
+        return grade if grade is not None and 1 <= grade <= 5 else None
 
 
 def load_prompt(path: str | Path) -> JudgePrompt:
@@ -58,7 +59,11 @@ def load_prompt(path: str | Path) -> JudgePrompt:
     for field in ("{input}", "{rationale}"):
         if field not in data["template"]:
             raise ValueError(f"{path}: the judge template must contain {field}")
-    return JudgePrompt(data["template"], re.compile(data["score_pattern"]))
+    pattern = re.compile(data["score_pattern"])
+    if pattern.groups != 1:
+        raise ValueError(f"{path}: score_pattern must have exactly one group, the grade (1-5); it has "
+                         f"{pattern.groups}")
+    return JudgePrompt(data["template"], pattern)
 
 
 def item_text(row: dict) -> str:
