@@ -327,9 +327,17 @@ def test_cost_report_reads_the_finished_run_and_extrapolates_the_paper_grid(fini
     params = sum(sizes[("model", m, "")] for m in ("openai-community/gpt2-xl", "microsoft/phi-1_5",
                                                    "google/gemma-2b"))
     train = sum(n - min(500, n // 5) for n in (sizes[("dataset", d, "train")] for d in ("CSQA", "OBQA", "QuaRel")))
-    tokens_per_item = 3 * 3 * sum(lengths[k] for k in ("none", "cot_before", "cot_after"))  # 3 seeds x 3 epochs
+    length = lengths.groupby("key")["length"].mean()  # the run has CSQA alone; the paper's OBQA and QuaRel pool it
+    assert set(lengths["dataset"]) == {"CSQA"} and {"none", "cot_before", "cot_after"} <= set(length.index)
+    tokens_per_item = 3 * 3 * length[["none", "cot_before", "cot_after"]].sum()  # 3 seeds x 3 epochs
     expected = 6 * params * train * tokens_per_item / (100e12 * 0.5) / 3600
     assert est.loc["paper_table1", "fine-tunes"] == 81
     assert est.loc["paper_table1", "finetune_gpu_h"] == pytest.approx(expected)
+    assert est.loc["paper_table1", "example lengths"] == "27 same dataset, 54 pooled"  # other students' tokenizers
+    # a cell of a measured dataset takes that dataset's length, not the mean over every dataset measured
+    other = pd.concat([lengths, lengths.assign(dataset="QuaRel", length=lengths["length"] * 10)])
+    assert cost.example_length(other, paper, "commonsenseqa", "gpt2-xl", "cot_after") == (
+        pytest.approx(float(length["cot_after"])), "same dataset")
+    assert cost.example_length(other, paper, "openbookqa", "gpt2-xl", "cot_after")[1] == "pooled"
     with pytest.raises(ValueError, match="'cot_before'.*no finished fine-tune"):
-        cost.extrapolate(paper, {k: v for k, v in lengths.items() if k != "cot_before"})
+        cost.extrapolate(paper, lengths[lengths["key"] != "cot_before"])

@@ -8,9 +8,12 @@ experiment needs counts in it, shared ones too (the rationales; the CoT-before m
 Extrapolated (``extrapolate``): a config's GPU-hours from FLOPs = 6 x parameters x training tokens per fine-tune
 (plus 2 x parameters x tokens for its validations and its evaluations) over a stated throughput (a GPU's dense bf16
 peak x an MFU, both assumed unless given). Training tokens = the items left after the validation hold-out x epochs
-(or max_steps x batch) x the mean example length measured for that ablation in a finished run (its tokenizer and
-rationales; early stopping can only lower it), so the estimate is an upper bound for the fine-tunes and a lower
-bound for generation, which is memory-bound. Teacher generation and attribution are not estimated. Item and
+(or max_steps x batch) x the mean example length measured for that ablation kind in a finished run: on the same
+dataset with the same student where the run has it, else the same dataset, else pooled over the datasets it has
+(the table says which); early stopping can only lower it, so the fine-tunes' estimate is an upper bound. The
+evaluations' is rough either way: it takes the training example length, more tokens than a label-first or
+multi-task model reads at test time, and greedy decoding is memory-bound, slower than its FLOPs say. Teacher
+generation and attribution are not estimated. Item and
 parameter counts come from the config (subsample), a local model's weights, or ``resources/published/sizes.csv``.
 """
 
@@ -34,6 +37,7 @@ from .judge import JUDGED_KINDS
 
 RULES = ("rationales", "attribution", "finetune", "evaluate", "evaluate_transfer", "judge")
 H100_BF16_TFLOPS = 989.0  # dense bf16 peak of an H100 SXM (NVIDIA datasheet)
+BASES = ("same dataset and student", "same dataset", "pooled")  # what a cell's example length rests on, best first
 ASSUMED_MFU = 0.40  # issue 11's GPU goal; replace by a measured MFU where a GPU run exists
 
 
@@ -127,21 +131,51 @@ def measured(config: dict, results: str | Path = "results") -> pd.DataFrame:
     return pd.DataFrame(rows).astype({"tokens": "Int64"})
 
 
-def mean_lengths(config: dict, results: str | Path = "results") -> dict[str, float]:
-    """Mean training-example length (tokens) per ablation kind and placement, over every finished fine-tune."""
-    out: dict[str, list[float]] = {}
+def mean_lengths(config: dict, results: str | Path = "results") -> pd.DataFrame:
+    """Mean training-example length (tokens) of every finished fine-tune: one row per dataset, student and ablation
+    kind with its placement (``key``), over seeds. Datasets and students are named as a paper config would name
+    them (`paper_name`, a hub id), so that its cells can take the lengths of the same data and tokenizer."""
+    rows = []
     for path in Path(results).glob("models/*/*/*/*/seed*/train_metrics.json"):
-        name = path.parts[-3]
+        dataset, _, student, name = path.parts[-6:-2]
         try:
             key = _length_key(cfg.ablation_spec(config, name))
         except cfg.ConfigError:
             continue
-        out.setdefault(key, []).append(json.loads(path.read_text())["mean_length"])
-    return {k: sum(v) / len(v) for k, v in out.items()}
+        rows.append({"dataset": _dataset_name(config, dataset), "student": _student_name(config, student),
+                     "key": key, "length": json.loads(path.read_text())["mean_length"]})
+    columns = ["dataset", "student", "key", "length"]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.groupby(columns[:3], as_index=False)["length"].mean() if rows else frame
+
+
+def example_length(lengths: pd.DataFrame, config: dict, dataset: str, student: str, ablation: str) -> tuple[float,
+                                                                                                             str]:
+    """A cell's mean example length and what it rests on: the same dataset and student, else the same dataset
+    (another tokenizer), else every dataset measured for that ablation kind ("pooled")."""
+    key = _length_key(cfg.ablation_spec(config, ablation))
+    kind = lengths[lengths["key"] == key]
+    if kind.empty:
+        raise ValueError(f"ablation {ablation!r} ({key}): no finished fine-tune of this kind to measure its example "
+                         f"length; run one (e.g. a cpu_* config) first")
+    same = kind[kind["dataset"] == _dataset_name(config, dataset)]
+    exact = same[same["student"] == _student_name(config, student)]
+    basis, rows = next((b, r) for b, r in zip(BASES, (exact, same, kind), strict=True) if len(r))
+    return float(rows["length"].mean()), basis
 
 
 def _length_key(spec: dict) -> str:
     return "/".join(str(spec[k]) for k in ("kind", "position", "k", "p") if k in spec)
+
+
+def _dataset_name(config: dict, dataset: str) -> str:
+    spec = config.get("datasets", {}).get(dataset) or {}
+    return spec.get("paper_name") or dataset
+
+
+def _student_name(config: dict, student: str) -> str:
+    spec = config.get("students", {}).get(student) or {}
+    return spec.get("id") or student
 
 
 def _parameters(config: dict, student: str, results: Path) -> int:
@@ -174,30 +208,30 @@ def _items(config: dict, dataset: str, split: str) -> int:
     return full
 
 
-def extrapolate(config: dict, lengths: dict[str, float], tflops: float = H100_BF16_TFLOPS,
+def extrapolate(config: dict, lengths: pd.DataFrame, tflops: float = H100_BF16_TFLOPS,
                 mfu: float = ASSUMED_MFU, results: str | Path = "results") -> pd.DataFrame:
     """GPU-hours per experiment of `config` (its fine-tunes, their validations, its evaluations) from token counts
-    and FLOPs over `tflops` x `mfu`."""
+    and FLOPs over `tflops` x `mfu` (`lengths`: `mean_lengths` of a finished run), with a column saying what the
+    fine-tunes' example lengths rest on (`example_length`)."""
     results = Path(results)
     rate = tflops * 1e12 * mfu
     params: dict[str, int] = {}  # per student, read once
     rows = []
     for exp in cfg.experiments_to_run(config):
         flops = {"finetune": 0.0, "validation": 0.0, "evaluate": 0.0}
+        bases: dict[str, int] = {}
         needed = jobs(config, exp)
         for rule in ("finetune", "evaluate"):
             for path in needed[rule]:
                 dataset, _, student, ablation, _ = path.removesuffix(".tsv").split("/")[1:]
-                key = _length_key(cfg.ablation_spec(config, ablation))
-                if key not in lengths:
-                    raise ValueError(f"ablation {ablation!r} ({key}): no finished fine-tune of this kind to measure "
-                                     f"its example length; run one (e.g. a cpu_* config) first")
+                length, basis = example_length(lengths, config, dataset, student, ablation)
                 if student not in params:
                     params[student] = _parameters(config, student, results)
                 n = params[student]
                 if rule == "evaluate":
-                    flops["evaluate"] += 2 * n * _items(config, dataset, "test") * lengths[key]
+                    flops["evaluate"] += 2 * n * _items(config, dataset, "test") * length
                     continue
+                bases[basis] = bases.get(basis, 0) + 1
                 t = cfg.training_settings(config, student)
                 items = _items(config, dataset, "train")
                 held = min(int(t["validation_size"]), items // 5)  # as training.split_validation holds out
@@ -205,11 +239,12 @@ def extrapolate(config: dict, lengths: dict[str, float], tflops: float = H100_BF
                 if int(t["max_steps"]) > 0:
                     steps = min(steps, int(t["max_steps"]))
                 examples = steps * int(t["batch_size"]) * int(t["grad_accum"])
-                flops["finetune"] += 6 * n * examples * lengths[key]
-                flops["validation"] += 2 * n * (steps // int(t["eval_every"]) + 1) * held * lengths[key]
+                flops["finetune"] += 6 * n * examples * length
+                flops["validation"] += 2 * n * (steps // int(t["eval_every"]) + 1) * held * length
         rows.append({"experiment": exp, "fine-tunes": len(needed["finetune"]),
                      **{f"{k}_gpu_h": v / rate / 3600 for k, v in flops.items()},
-                     "total_gpu_h": sum(flops.values()) / rate / 3600})
+                     "total_gpu_h": sum(flops.values()) / rate / 3600,
+                     "example lengths": ", ".join(f"{bases[b]} {b}" for b in BASES if b in bases)})
     return pd.DataFrame(rows)
 
 
