@@ -56,6 +56,19 @@ def test_quarel_choices_split_from_question():
     assert [c["text"] for c in df.iloc[1]["choices"]] == ["thread", "branch"]
 
 
+def test_a_local_hub_folder_reads_only_its_splits_files_and_refuses_a_bad_answer(tmp_path):
+    """A stray ``train.jsonl.bak`` beside ``train.jsonl`` is not read too (its rows would come in twice under new
+    row ids); a QuaRel answer_index of -1 would have indexed "AB" from the end and read as B."""
+    lines = (FIXTURES / "quarel/train.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "train.jsonl").write_text("".join(lines))
+    (tmp_path / "train.jsonl.bak").write_text("".join(lines))
+    assert len(load_split("q", {"loader": "quarel_hub", "path": str(tmp_path)}, "train")) == len(lines)
+    bad = json.loads(lines[0]) | {"answer_index": -1}
+    (tmp_path / "train.jsonl").write_text(json.dumps(bad) + "\n" + "".join(lines[1:]))
+    with pytest.raises(DatasetError, match=r"QuaRel_V1_Fr_0223: answer_index -1, expected 0 \(A\) or 1 \(B\)"):
+        load_split("q", {"loader": "quarel_hub", "path": str(tmp_path)}, "train")
+
+
 def test_esnli_drops_unlabelled_pairs():
     df = load_split("e", {"loader": "esnli_hub", "path": str(FIXTURES / "esnli")}, "train")
     assert list(df["answer_label"]) == ["neutral", "contradiction", "entailment"]
@@ -207,6 +220,15 @@ def test_eval_equation_rejects_code():
     assert eval_equation("( ( 17.0 + 15.0 ) + 2.0 )") == 34.0
     with pytest.raises(ValueError, match="not an arithmetic equation"):
         eval_equation("__import__('os')")
+    with pytest.raises(ValueError, match="not an arithmetic equation"):  # a degenerate student's long number
+        eval_equation("9" * 400)
+
+
+def test_an_equation_worth_zero_is_the_class_zero():
+    from cotdistill.evaluation import equation_class
+
+    assert equation_class("0.3 - 0.1 - 0.2") == equation_class("0.1 + 0.2 - 0.3") == "0"  # not "-0"
+    assert equation_class("9" * 400) == "<invalid>"
 
 
 def test_line_separator_characters_inside_json_strings(tmp_path):

@@ -175,3 +175,14 @@ def test_teacher_labels_replace_gold_in_training_targets(tmp_path):
     assert list(teacher.index) == ["q0", "q1"] and list(gold.index) == ["q0", "q1", "q2"]
     assert teacher.loc["q0", "label"] == "fridge" and teacher.loc["q1", "label"] == "oven"
     assert teacher.loc["q1", "target"] == f"{MARK} oven {MARK} Hot." and gold.loc["q1", "label"] == "fridge"
+
+
+def test_a_teachers_bare_number_is_no_svamp_label():
+    """SVAMP labels are equations: a generating teacher's "The answer is 42" gives the value without the equation
+    a student is trained to write, so it relabels nothing (dss_svamp drops such outputs alike)."""
+    from cotdistill.targets import with_teacher_labels
+
+    data = pd.DataFrame({"id": ["m0", "m1", "m2"], "task": "math", "answer_label": "( 84.0 / 2.0 )", "answer": 42.0})
+    rat = pd.DataFrame({"id": ["m0", "m1", "m2"], "label": ["( 80 + 4 ) / 2", "42", None]})
+    out = with_teacher_labels(data, rat)
+    assert list(out["id"]) == ["m0"] and out["answer_label"][0] == "( 80 + 4 ) / 2"

@@ -79,10 +79,15 @@ def test_nli_release_rates_in_stats(folder, loader, dataset):
 
 
 def test_parse_generated_completion_first_paragraph():
-    answer = re.compile(r"The answer is \(?([A-E])\b")
+    answer = load_template(ROOT / "prompts/csqa.yaml").answer_regex()
     text = "The answer is C because plates go there.\n\nQuestion: another one\nAnswer: B"
     assert parse_completion(text, answer) == ("The answer is C because plates go there.", "C")
     assert parse_completion("no label here", answer) == ("no label here", None)
+    # a bare letter counts in capitals only: the article "a" names no choice; "(d)" does in either case
+    for text, label in (("The answer is a cupboard because", None), ("The answer is e.g. a shelf", None),
+                        ("The answer is (d) because", "d"), ("The answer is (D).", "D"), ("The answer is E.", "E"),
+                        ("The answer is Cupboard", None)):
+        assert parse_completion(text, answer)[1] == label, text
 
 
 def test_agreement_by_task():
@@ -90,6 +95,8 @@ def test_agreement_by_task():
     assert not agrees("B", {"task": "mcqa", "answer_label": "C"})
     assert agrees("(84 / 2)", {"task": "math", "answer": 42.0})
     assert not agrees("(84 / 3)", {"task": "math", "answer": 42.0})
+    assert not agrees("42", {"task": "math", "answer": 42.0})  # the value without its equation, as dss_svamp drops
+    assert not agrees("-( 42 )", {"task": "math", "answer": -42.0})
     assert not agrees(None, {"task": "mcqa", "answer_label": "C"})
 
 

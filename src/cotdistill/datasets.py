@@ -146,10 +146,11 @@ def _hub_or_local(name: str, spec: dict, hub_id: str, config: str | None, source
     path = spec.get("path")
     if path:
         p = Path(path)
-        files = sorted(p.glob(f"{source_split}*")) if p.is_dir() else [p]
-        if not files or not files[0].exists():
+        own = re.compile(rf"{re.escape(source_split)}(?:-\d{{5}}-of-\d{{5}})?\.(?:jsonl|json|parquet)")
+        files = sorted(f for f in p.iterdir() if own.fullmatch(f.name)) if p.is_dir() else [p]
+        if not files or not files[0].exists():  # only the split's own files: not train.jsonl.bak, not train_r2
             raise DatasetError(f"{path}: no file for split {source_split!r} (expected {source_split}.jsonl, "
-                               f".json or .parquet inside the folder)")
+                               f".json, .parquet or {source_split}-00000-of-00001.parquet shards inside the folder)")
         records: list[Record] = []
         for f in files:
             if f.suffix == ".parquet":
@@ -280,6 +281,8 @@ def quarel_hub(name: str, spec: dict, split: str) -> Loaded:
         m = _QUAREL_CHOICES.match(_text(r["question"], "question"))
         if not m:
             raise ValueError(f"row id {r.get('id')}: question has no '(A) ... (B) ...' options")
+        if r["answer_index"] not in (0, 1):  # -1 would silently read as B
+            raise ValueError(f"row id {r.get('id')}: answer_index {r['answer_index']!r}, expected 0 (A) or 1 (B)")
         return _mcqa(i, r["id"], m["stem"], ["A", "B"], [m["a"], m["b"]], "AB"[r["answer_index"]], r,
                      ["id", "question", "answer_index"])
 
@@ -355,8 +358,18 @@ def eval_equation(equation: str) -> float:
         raise ValueError(f"not an arithmetic equation: {equation[:40]!r}... is too long")
     try:
         return walk(ast.parse(equation.strip(), mode="eval"))
-    except (SyntaxError, ZeroDivisionError, RecursionError) as err:
+    except (SyntaxError, ZeroDivisionError, RecursionError, OverflowError) as err:  # Overflow: an int over 1e308
         raise ValueError(f"not an arithmetic equation: {equation!r} ({err})") from None
+
+
+def is_equation(text: str) -> bool:
+    """Whether `text` is an arithmetic equation with at least one operation: SVAMP's labels are equations, and a
+    bare number ("7") states the answer without the equation a student is trained to write."""
+    try:
+        eval_equation(text)
+    except ValueError:
+        return False
+    return any(isinstance(node, ast.BinOp) for node in ast.walk(ast.parse(text.strip(), mode="eval")))
 
 
 @LOADERS.register("svamp_hub")

@@ -74,7 +74,7 @@ def parse_label(text: str) -> str | None:
 def equation_class(equation: str) -> str:
     """An equation's value as a class string (equal values, equal strings); ``<invalid>`` if it is no equation."""
     try:
-        return f"{round(eval_equation(equation), 6):.12g}"
+        return f"{round(eval_equation(equation), 6) + 0.0:.12g}"  # + 0.0: -0.0 reads as 0
     except ValueError:
         return "<invalid>"
 

@@ -8,7 +8,7 @@ import logging
 import pandas as pd
 
 from . import ablations, io
-from .datasets import COMMON_COLUMNS
+from .datasets import COMMON_COLUMNS, is_equation
 from .prompts import format_choices
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,8 @@ def candidate_labels(row: dict, label_format: str) -> list[str]:
 
 def with_teacher_labels(data: pd.DataFrame, rationales: pd.DataFrame) -> pd.DataFrame:
     """`data` relabelled with the teacher's parsed label (MI Table 3): rows whose teacher label names no choice
-    (or is no equation) are left out and counted in the log. The test split keeps its gold labels."""
-    from .evaluation import canonical, equation_class, normalise
+    (or is no equation with an operation, `datasets.is_equation`) are left out and counted in the log. The test split keeps its gold labels."""
+    from .evaluation import canonical, normalise
 
     merged = data.merge(rationales[["id", "label"]].rename(columns={"label": "teacher_label"}), on="id", how="inner")
     rows = []
@@ -59,7 +59,7 @@ def with_teacher_labels(data: pd.DataFrame, rationales: pd.DataFrame) -> pd.Data
         if lab is None or (isinstance(lab, float) and pd.isna(lab)):
             continue
         if row["task"] == "math":
-            if equation_class(str(lab)) != "<invalid>":
+            if is_equation(str(lab)):
                 rows.append({**row, "answer_label": str(lab)})
             continue
         letter = next((c for c in (canonical(str(lab), row, f) for f in LABEL_FORMATS) if c not in (None,

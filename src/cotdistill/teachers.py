@@ -33,7 +33,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import defaults, io
-from .datasets import DatasetError, eval_equation, normalise_text, read_json_records
+from .datasets import DatasetError, eval_equation, is_equation, normalise_text, read_json_records
 from .prompts import Template
 from .registry import Registry
 
@@ -134,10 +134,7 @@ def agrees(label: str | None, row: dict) -> bool:
     if label is None:
         return False
     if row["task"] == "math":
-        try:
-            return abs(eval_equation(label) - float(row["answer"])) < 1e-4
-        except ValueError:
-            return False
+        return is_equation(label) and abs(eval_equation(label) - float(row["answer"])) < 1e-4
     return label.strip().lower() == str(row["answer_label"]).strip().lower()
 
 
