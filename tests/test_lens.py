@@ -97,8 +97,14 @@ def test_trained_lens_lowers_heldout_kl():
     tok = gpt2_tokenizer()
     torch.manual_seed(0)  # larger initial weights than GPT-2's: layers that differ, so there is a gap to close
     config = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, initializer_range=0.2)
-    trained, log = lens.train_lens(GPT2LMHeadModel(config), tok, _targets(), PARAMS, seed=0)
+    model = GPT2LMHeadModel(config)
+    trained, log = lens.train_lens(model, tok, _targets(), PARAMS, seed=0)
     assert log["heldout_rows"] == 8 and log["train_rows"] == 32 and len(log["train_loss"]) == 15
+    # the held-out KL is the mean over every held-out position, whatever the batches (of 4 rows, unequal lengths)
+    rows = _targets().sample(frac=1.0, random_state=0).reset_index(drop=True)
+    heldout = [(ids, keep) for _, ids, keep in lens.training_sequences(tok, rows, 512, 256, "all")[:8]]
+    whole = lens.layer_kl(model, lens.make_lens(model, "tuned"), heldout, tok.eos_token_id, grad=False)
+    assert log["heldout_kl_before"] == pytest.approx(whole.tolist(), rel=1e-4)
     assert log["heldout_kl_mean_after"] < 0.9 * log["heldout_kl_mean_before"]
     assert any(t.weight.abs().sum() > 0 for t in trained)
 

@@ -208,10 +208,11 @@ def train_lens(model, tok, targets: pd.DataFrame, params: dict, seed: int, max_s
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1 - step / params["steps"]))
 
     def heldout_kl() -> list[float]:
-        bs = params["batch_size"]
-        parts = [layer_kl(model, lens, heldout[i:i + bs], pad, grad=False) * len(heldout[i:i + bs])
-                 for i in range(0, len(heldout), bs)]
-        return (torch.stack(parts).sum(0) / len(heldout)).tolist()
+        """Per layer, the mean KL over every held-out position (each batch's mean weighted by its positions)."""
+        chunks = [heldout[i:i + params["batch_size"]] for i in range(0, len(heldout), params["batch_size"])]
+        counts = [sum(sum(keep) for _, keep in chunk) for chunk in chunks]
+        parts = [layer_kl(model, lens, chunk, pad, grad=False) * n for chunk, n in zip(chunks, counts, strict=True)]
+        return (torch.stack(parts).sum(0) / sum(counts)).tolist()
 
     before = heldout_kl()
     rng = np.random.default_rng(seed)
