@@ -41,6 +41,14 @@ def template_path(wildcards):
     return cfg.template_path(config, wildcards.dataset, wildcards.teacher)
 
 
+def teacher_model(wildcards):
+    return cfg.teacher_model_input(config, wildcards.teacher)
+
+
+def judge_model(wildcards):
+    return cfg.judge_model_input(config, wildcards.judge)
+
+
 def teacher_gpus(wildcards):
     return cfg.teacher_gpus(config, wildcards.teacher)
 

@@ -3,6 +3,7 @@ rule judge_teacher:
         data="results/data/{dataset}/test.parquet",
         rationales="results/rationales/{teacher}/{dataset}/test.parquet",
         prompt=judge_prompt,
+        judge_model=judge_model,
     output:
         "results/judge/{judge}/{dataset}/{teacher}/teacher.parquet",
     log:
@@ -25,6 +26,7 @@ rule judge:
         data="results/data/{dataset}/test.parquet",
         rationales="results/rationales/{teacher}/{dataset}/test.parquet",
         prompt=judge_prompt,
+        judge_model=judge_model,
         model="results/models/{dataset}/{teacher}/{student}/{ablation}/seed{seed}",
         predictions="results/eval/{dataset}/{teacher}/{student}/{ablation}/seed{seed}.predictions.parquet",
     output:

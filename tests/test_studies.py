@@ -29,7 +29,7 @@ def studies_config(workdir: Path) -> dict:
                                   "policy": "keep", "splits": ["train"]}},
         "targets": {"label_format": "text"},
         "students": {"tiny-a": {"source": "local", "path": "tiny-a"}, "tiny-b": {"source": "local", "path": "tiny-b"}},
-        "word_vectors": {"glove-tiny": {"source": "kumo", "path": "glove-tiny"}},
+        "word_vectors": {"glove-tiny": {"source": "kumo", "path": "glove-tiny", "paper_name": "GloVe tiny"}},
         "ablations": {
             "none": {"kind": "none"}, "cot_before": {"kind": "cot_before"}, "cot_after": {"kind": "cot_after"},
             "ig_topk": {"kind": "ig_topk", "student": "tiny-a", "n_steps": 4, "k": 5},
@@ -102,6 +102,7 @@ def test_table3_overlap_and_attribution_files(studies):
     workdir, _ = studies
     md = (workdir / "results/reports/t3.md").read_text()
     assert "## Human words against IG tokens" in md and "- csqa: human_words vs ig_topk: precision 0." in md
+    assert "Word vectors: word_neighbours: GloVe tiny (`word_vectors.glove-tiny`)" in md  # named, as the paper's are
     scores = pd.read_parquet(next((workdir / "results/attribution").rglob("integrated_gradients-4.parquet")))
     assert scores["score"].notna().all() and scores["id"].nunique() >= 40
     ig = pd.read_parquet(workdir / "results/targets/csqa/palm540b/ig_topk/train.parquet")

@@ -38,6 +38,14 @@ NAME_PATTERN = r"[A-Za-z0-9_.-]+"  # also the wildcard constraint of every name 
 NAMED_SECTIONS = ("datasets", "teachers", "students", "ablations", "experiments", "word_vectors", "lenses", "judges")
 VECTOR_SOURCE_KEYS = {"gensim": ("name",), "word2vec": ("path",), "glove": ("path",), "kumo": ("package", "path")}
 MODEL_SOURCE_KEYS = {"hub": ("id",), "local": ("path",), "gguf": ("file",), "scratch": ("architecture", "tokenizer")}
+# Keys a model spec of each source reads (besides `source` and the student's `paper_name` and `training`): any other
+# would enter the student's params and rerun its fine-tunes without changing them.
+MODEL_SOURCE_ALLOWED = {"hub": ("id", "revision"), "local": ("path",), "gguf": ("file", "package", "path"),
+                        "scratch": ("architecture", "tokenizer", "config", "seed")}
+# Teacher keys only generation reads, and keys only released outputs read: each is refused on the other kind of
+# backend, where it would change nothing but the rationales' params (and rerun everything downstream).
+GENERATION_ONLY = ("model", "chat", "dtype", "decoding", "retry_decoding", "engine", "retries")
+RELEASED_ONLY = ("format", "paths", "split_map", "parsers")
 
 
 class ConfigError(ValueError):
@@ -105,6 +113,10 @@ def _check_names(config: dict) -> None:
 
 
 def _check_model(spec: dict, key: str) -> None:
+    extra = sorted(set(spec) - {"source", "paper_name", "training", *MODEL_SOURCE_ALLOWED[spec["source"]]})
+    if extra:
+        raise ConfigError(f"config key '{key}.{extra[0]}' is not read for source {spec['source']!r}; its keys: "
+                          f"{', '.join(MODEL_SOURCE_ALLOWED[spec['source']])}")
     needed = MODEL_SOURCE_KEYS[spec["source"]]
     missing = [k for k in needed if k not in spec]
     if missing:
@@ -237,6 +249,12 @@ def check(config: dict, schema_path: str | Path) -> None:
         _choice(spec["backend"], BACKENDS.names(), f"teachers.{name}.backend", "teacher backend")
         if spec["backend"] != "precomputed" and "model" not in spec:
             raise ConfigError(f"config key 'teachers.{name}.model' is required for backend {spec['backend']!r}")
+        released = spec["backend"] == "precomputed"
+        ignored = [k for k in (GENERATION_ONLY if released else RELEASED_ONLY) if k in spec]
+        if ignored:
+            why = "released outputs are read, not generated" if released else "it generates its rationales"
+            raise ConfigError(f"config key 'teachers.{name}.{ignored[0]}' is not read by backend "
+                              f"{spec['backend']!r} ({why})")
         if "model" in spec:
             _check_model(spec["model"], f"teachers.{name}.model")
         for ds, parser in (spec.get("parsers") or {}).items():
@@ -623,6 +641,21 @@ def judge_prompt(config: dict, judge: str) -> str:
     return judge_spec(config, judge)["prompt"]
 
 
+def produced_model(spec: dict) -> list[str]:
+    """A local model folder that a rule of this workflow writes (under ``results/``: a converted student as a
+    teacher or judge), as an input of the jobs that read it, so that the rule making it runs first. Folders made
+    outside the workflow are not inputs: their path is in the params, their contents are the user's."""
+    return [spec["path"]] if spec.get("source") == "local" and Path(spec["path"]).parts[:1] == ("results",) else []
+
+
+def teacher_model_input(config: dict, teacher: str) -> list[str]:
+    return produced_model(teacher_spec(config, teacher).get("model") or {})
+
+
+def judge_model_input(config: dict, judge: str) -> list[str]:
+    return teacher_model_input(config, judge_spec(config, judge)["teacher"])
+
+
 def judge_bookkeeping(config: dict, judge: str) -> dict:
     return teacher_bookkeeping(config, judge_spec(config, judge)["teacher"])
 
@@ -652,7 +685,9 @@ def report_params(config: dict, experiment: str) -> dict:
     transfer = {transfer_name(ds, test): {"train": ds, "test": test}
                 for ds, tests in (e.get("transfer") or {}).items() for test in tests}
     named = dict.fromkeys(e["datasets"] + [t["test"] for t in transfer.values()])
-    return canonical({
+    vectors = {a: {"entry": s["vectors"], "name": _named(config, "word_vectors", s["vectors"]).get("paper_name")}
+               for a, s in specs.items() if "vectors" in s}
+    return canonical({**({"vectors": vectors} if vectors else {}),
         "datasets": {d: dataset_spec(config, d).get("paper_name") for d in named},
         "tasks": {**{d: LOADER_TASKS[dataset_spec(config, d)["loader"]] for d in named},
                   **{k: LOADER_TASKS[dataset_spec(config, t["test"])["loader"]] for k, t in transfer.items()}},

@@ -481,6 +481,10 @@ def write_table(summary: pd.DataFrame, tests: pd.DataFrame, claim_rows: list[dic
     if config.get("scratch"):
         lines[-1:-1] = ["(from scratch): a student built from its config with random initial weights (no pretrained "
                         "weights exist offline), not the paper's pretrained model of that architecture."]
+    if config.get("vectors"):
+        lines[-1:-1] = ["Word vectors: " + "; ".join(
+            f"{a}: {v['name'] or v['entry']} (`word_vectors.{v['entry']}`)" for a, v in config["vectors"].items()) +
+            " (the paper's: word2vec GoogleNews 300-d)."]
     header = ["student", "ablation"] + [c for ds in datasets for c in (ds, f"{ds} paper")]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     sig = {key for t in tests.itertuples() if t.significant
