@@ -63,6 +63,11 @@ def test_a_local_hub_folder_reads_only_its_splits_files_and_refuses_a_bad_answer
     (tmp_path / "train.jsonl").write_text("".join(lines))
     (tmp_path / "train.jsonl.bak").write_text("".join(lines))
     assert len(load_split("q", {"loader": "quarel_hub", "path": str(tmp_path)}, "train")) == len(lines)
+    shards = tmp_path / "shards"  # as the hub's files are named, older `datasets` versions adding a hash
+    shards.mkdir()
+    pd.read_json(tmp_path / "train.jsonl", lines=True).to_parquet(shards / "train-00000-of-00001-a09b74b3ef9c3b56"
+                                                                           ".parquet")
+    assert len(load_split("q", {"loader": "quarel_hub", "path": str(shards)}, "train")) == len(lines)
     bad = json.loads(lines[0]) | {"answer_index": -1}
     (tmp_path / "train.jsonl").write_text(json.dumps(bad) + "\n" + "".join(lines[1:]))
     with pytest.raises(DatasetError, match=r"QuaRel_V1_Fr_0223: answer_index -1, expected 0 \(A\) or 1 \(B\)"):

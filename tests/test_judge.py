@@ -24,7 +24,9 @@ def test_prompt_shows_the_item_and_rationale_but_not_the_answer():
 @pytest.mark.parametrize(("reply", "score"), [(" 4", 4), ("4/5", 4), (" Score: 2.", 2), (" five", None),
                                                (" 7 then 3", 3), ("", None), (" Rating (1-5): 4", 4),
                                                (" On a scale of 1 to 5, I give it 3", 3), (" 10", None),
-                                               (" 3.5", None), ("\n\n2\n", 2)])
+                                               (" 3.5", None), ("\n\n2\n", 2), (" 1–5: 4", 4),
+                                               (" x3", None), (" GPT4 says 3", 3), (" **4**", 4),
+                                               (" between 1 and 5, I say 4", 4), (" (4)", 4)])
 def test_the_first_digit_from_1_to_5_is_the_score(reply, score):
     assert load_prompt(ROOT / "prompts/judge.yaml").score(reply) == score
 

@@ -86,7 +86,8 @@ def test_parse_generated_completion_first_paragraph():
     # a bare letter counts in capitals only: the article "a" names no choice; "(d)" does in either case
     for text, label in (("The answer is a cupboard because", None), ("The answer is e.g. a shelf", None),
                         ("The answer is (d) because", "d"), ("The answer is (D).", "D"), ("The answer is E.", "E"),
-                        ("The answer is Cupboard", None)):
+                        ("The answer is Cupboard", None), ("The answer is (a cupboard).", None),
+                        ("The answer is (e) garage", "e"), ("The answer is B) carpet", "B")):
         assert parse_completion(text, answer)[1] == label, text
 
 

@@ -47,7 +47,8 @@ class JudgePrompt:
 
     def score(self, reply: str) -> int | None:
         m = self.score_pattern.search(reply)
-        grade = int(m.group(1)) if m and m.group(1).isdigit() else None
+        group = m.group(1) if m else None  # None also where the group is optional and took no part
+        grade = int(group) if group and group.isascii() and group.isdigit() else None
         return grade if grade is not None and 1 <= grade <= 5 else None
 
 
