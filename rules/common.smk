@@ -155,3 +155,7 @@ def judge_gpus(wildcards):
 
 def report_judge(wildcards):
     return cfg.report_inputs(config, wildcards.experiment)["judge"]
+
+
+def report_published(wildcards):
+    return cfg.report_inputs(config, wildcards.experiment)["published"]

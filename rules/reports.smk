@@ -5,6 +5,7 @@ rule report:
         data=report_data,
         targets=report_targets_files,
         judge=report_judge,
+        published=report_published,
     output:
         report(
             multiext("results/reports/{experiment}", *cfg.REPORT_EXTENSIONS),

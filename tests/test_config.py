@@ -383,6 +383,18 @@ def test_a_report_names_the_word_vectors_its_neighbours_came_from():
     assert "vectors" not in cfg.report_params(BASE, "table1")
 
 
+def test_the_published_numbers_a_report_reads_are_its_inputs():
+    """Editing a published number (a CSV shipped in the package) reruns the reports that print it."""
+    from pathlib import Path
+
+    paths = cfg.report_inputs(BASE, "table1")["published"]
+    assert [Path(p).name for p in paths] == ["mysteries.csv", "mi_calibration.csv"]
+    assert all(Path(p).is_file() for p in paths)
+    c = copy.deepcopy(BASE)
+    c["experiments"]["table1"]["report"] = "mi_table1"
+    assert [Path(p).name for p in cfg.report_inputs(c, "table1")["published"]] == ["mi.csv", "mi_calibration.csv"]
+
+
 def test_a_report_code_revision_reruns_every_report(monkeypatch):
     """Report code that says something else from the same inputs (the paper's finding per dataset) raises
     `reportkinds.REVISION`; it is in each report's params, so finished runs redo their reports on the next run."""

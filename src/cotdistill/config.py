@@ -30,6 +30,7 @@ from .lenskinds import resolve as resolve_lens
 from .models import CONVERTED
 from .reportkinds import REPORTS
 from .reportkinds import REVISION as REPORT_REVISION
+from .reportkinds import published_path
 from .targets import EXPLAIN_COLUMNS, TARGET_COLUMNS
 from .teachers import BACKENDS, DEFAULT_DECODING, PARSERS
 from .wordvectors import LOADERS as VECTOR_LOADERS
@@ -662,7 +663,9 @@ def judge_bookkeeping(config: dict, judge: str) -> dict:
 
 def report_inputs(config: dict, experiment: str) -> dict[str, list[str]]:
     """Eval JSONs, predictions and test data; for a report kind with `overlap` (Table 3) also the training targets
-    of its human_words and ig_topk ablations, trained or `overlap_only`."""
+    of its human_words and ig_topk ablations, trained or `overlap_only`; and the published numbers it reads (its
+    paper's and the MI paper's calibration table, which every calibration section reads), so editing them reruns
+    the reports."""
     e = config["experiments"][experiment]
     kind = REPORTS.get(e.get("report", "table1"))
     targets = [f"results/targets/{ds}/{e['teacher']}/{a}/train.parquet" for ds in e["datasets"]
@@ -672,7 +675,8 @@ def report_inputs(config: dict, experiment: str) -> dict[str, list[str]]:
             "predictions": eval_targets(config, experiment, ".predictions.parquet"),
             "data": [f"results/data/{ds}/test.parquet" for ds in dict.fromkeys(
                 e["datasets"] + [t for tests in (e.get("transfer") or {}).values() for t in tests])],
-            "targets": targets, "judge": judge_targets(config, experiment)}
+            "targets": targets, "judge": judge_targets(config, experiment),
+            "published": [published_path(name) for name in dict.fromkeys((kind.paper, "mi_calibration"))]}
 
 
 def report_params(config: dict, experiment: str) -> dict:

@@ -13,6 +13,7 @@ the claim's `paper`.
 
 from __future__ import annotations
 
+import importlib.resources
 from dataclasses import dataclass
 
 from .registry import Registry
@@ -23,6 +24,12 @@ Selector = dict  # {"kind": ..., param: value or (op, value)}
 REVISION = 2  # raised when the report code says something else from the same inputs; in every report's params, so
 # finished runs redo their reports, and nothing else, on the next run (2: the paper's finding per dataset from its
 # published numbers, sweep points tested at their own value, human-word overlap without punctuation)
+
+def published_path(name: str) -> str:
+    """A file of published numbers as the package ships it (``resources/published/<name>.csv``): read by reports
+    and the analysis, and an input of the report rule."""
+    return str(importlib.resources.files("cotdistill").joinpath(f"resources/published/{name}.csv"))
+
 
 FINDINGS = ("holds", "reversed", "about equal", "not in paper")  # what a paper can state about an ordering
 

@@ -14,7 +14,6 @@ What else a report shows (claims, figure, the overlap of human words with attrib
 from __future__ import annotations
 
 import functools
-import importlib.resources
 import json
 import logging
 import re
@@ -28,7 +27,7 @@ from . import io
 from .ablations import wrap_label
 from .evaluation import load_eval
 from .config import transfer_name
-from .reportkinds import REPORTS, Claim, ReportKind, matches
+from .reportkinds import REPORTS, Claim, ReportKind, matches, published_path
 from .stats import bootstrap_interval, holm, mcnemar_exact, paired_bootstrap, paired_ece_bootstrap
 from .targets import format_source
 
@@ -50,7 +49,7 @@ _PATH = re.compile(r"(?:eval|transfer/(?P<testset>[^/]+))/(?P<dataset>[^/]+)/(?P
 
 @functools.lru_cache(maxsize=None)
 def _published(paper: str) -> pd.DataFrame:
-    text = importlib.resources.files("cotdistill").joinpath(f"resources/published/{paper}.csv").read_text()
+    text = Path(published_path(paper)).read_text()
     return pd.read_csv(StringIO(text), comment="#", dtype={"position": str})
 
 
