@@ -46,9 +46,10 @@ def split_cot_before(target: str, label: str, row_id: str) -> str:
     return target[:-len(tail)].strip()
 
 
-def _encode(tok, source: str, rationale: str, label: str, max_source: int) -> tuple[list[int], int, int, int]:
+def _encode(tok, source: str, rationale: str, label: str, max_source: int, head: int) -> tuple[list[int], int, int,
+                                                                                               int]:
     """(ids, rationale start, rationale end, label start): the pieces tokenized apart, so spans are exact."""
-    src = cut_source(tok(source, add_special_tokens=True)["input_ids"], max_source, leading_specials(tok))
+    src = cut_source(tok(source, add_special_tokens=True)["input_ids"], max_source, head)
     rat = tok(" " + rationale, add_special_tokens=False)["input_ids"]
     mark = tok(" " + MARK, add_special_tokens=False)["input_ids"]
     lab = tok(" " + label, add_special_tokens=False)["input_ids"]
@@ -67,7 +68,9 @@ def attribute(model, tok, rows: list[dict], method: str = "integrated_gradients"
     device = next(model.parameters()).device
     emb = model.get_input_embeddings()
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    encoded = [_encode(tok, r["source"], split_cot_before(r["target"], r["label"], r["id"]), r["label"], max_source)
+    head = leading_specials(tok)  # kept at the start of a cut source, as training keeps it
+    encoded = [_encode(tok, r["source"], split_cot_before(r["target"], r["label"], r["id"]), r["label"], max_source,
+                       head)
                for r in rows]
 
     def label_logprob(embeds, attention_mask, target_ids, target_mask):

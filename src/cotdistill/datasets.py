@@ -146,7 +146,8 @@ def _hub_or_local(name: str, spec: dict, hub_id: str, config: str | None, source
     path = spec.get("path")
     if path:
         p = Path(path)
-        own = re.compile(rf"{re.escape(source_split)}(?:-\d{{5}}-of-\d{{5}}(?:-[0-9a-f]{{16}})?)?\.(?:jsonl|json|parquet)")
+        shard = r"(?:-\d{5}-of-\d{5}(?:-[0-9a-f]{16})?)?"  # hub shards, hashed by older `datasets` versions
+        own = re.compile(rf"{re.escape(source_split)}{shard}\.(?:jsonl|json|parquet)")
         files = sorted(f for f in p.iterdir() if own.fullmatch(f.name)) if p.is_dir() else [p]
         if not files or not files[0].exists():  # only the split's own files: not train.jsonl.bak, not train_r2
             raise DatasetError(f"{path}: no file for split {source_split!r} (expected {source_split}.jsonl, "

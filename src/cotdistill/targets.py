@@ -49,7 +49,8 @@ def candidate_labels(row: dict, label_format: str) -> list[str]:
 
 def with_teacher_labels(data: pd.DataFrame, rationales: pd.DataFrame) -> pd.DataFrame:
     """`data` relabelled with the teacher's parsed label (MI Table 3): rows whose teacher label names no choice
-    (or is no equation with an operation, `datasets.is_equation`) are left out and counted in the log. The test split keeps its gold labels."""
+    (or is no equation with an operation, `datasets.is_equation`) are left out and counted in the log. The test
+    split keeps its gold labels."""
     from .evaluation import canonical, normalise
 
     merged = data.merge(rationales[["id", "label"]].rename(columns={"label": "teacher_label"}), on="id", how="inner")

@@ -62,8 +62,8 @@ def encode(tokenizer, sources: list[str], targets: list[str], marker_ends: list[
     With `encoder_decoder`, input_ids = the source and labels = " " + target + eos (the decoder's sequence).
 
     A source longer than `max_source` keeps its end (the part next to the answer), the special tokens the tokenizer
-    puts first (a BOS, which the model saw at every position of training otherwise and sees at evaluation), and its
-    start where every source begins with `keep_prefix` (a multi-task prefix: the tokens the prefix takes alone). A target is cut at
+    puts first (a BOS, which the model sees at evaluation), and its start where every source begins with
+    `keep_prefix` (a multi-task prefix: the tokens the prefix takes alone). A target is cut at
     `max_target` tokens only after its closing marker (`marker_ends`: character offsets just past it): a target
     whose label would be cut raises OverlongTargetError naming its id, or with ``overlong="drop"`` is left out
     and its id returned in `dropped`.
