@@ -16,5 +16,6 @@ rule attribution:
         gpu=1,
     params:
         max_source=attribution_max_source,
+        revision=cfg.ATTRIBUTION_REVISION,
     script:
         "../workflow_scripts/attribute.py"

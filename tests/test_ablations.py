@@ -12,6 +12,7 @@ from cotdistill import config as cfg
 from cotdistill.ablations import Resources, fill, student_filler
 from cotdistill.annotations import overlap, read_human_words
 from cotdistill.targets import build_targets
+from cotdistill.training import encode
 from cotdistill.wordvectors import LOADERS, build, load
 
 from .conftest import FIXTURES, ROOT, gpt2_tokenizer
@@ -50,8 +51,12 @@ def test_filler_placeholder_and_each_students_token():
     own = gpt2_tokenizer()
     own.add_special_tokens({"unk_token": "<unk>"})  # a distinct unk (as Gemma's): used back to back
     assert student_filler(own, ".") == ("<unk>", True)
-    ids = own(" " + fill(target, own, "."))["input_ids"]
-    assert ids[:4].count(own.unk_token_id) == 3
+    # as training reads them: exactly k filler tokens, then the label (no space token before a special filler)
+    for tok, filler_id in ((own, own.unk_token_id), (gpt2, gpt2.convert_tokens_to_ids("Ġ."))):
+        filled = fill(target, tok, ".")
+        enc, _ = encode(tok, ["Q:"], [filled], [len(filled)], 64, 64)
+        labels = [t for t in enc["labels"][0] if t != -100]
+        assert labels[:3] == [filler_id] * 3 and tok.decode(labels[3:]).startswith(" [FIN_LABEL] B")
 
 
 def test_filler_targets_in_training_keep_label_spans():
@@ -153,6 +158,12 @@ def test_ig_topk_keeps_the_top_tokens_in_order():
     assert sorted(shuffled) == ["Milk", "cold", "fridge"]
     with pytest.raises(ValueError, match="no attribution scores for row id 'q2'"):
         _target(spec, res, row={**ROW, "id": "q2"}, rat=RAT.assign(id="q2"))
+    # pieces as `attribution.token_texts` writes them: kept neighbours join into their word, with punctuation
+    pieces = Resources(attribution={"q1": [(" re", 3.0), ("friger", 2.5), ("ators", 0.1), (" keep", -1.0),
+                                           (" food", 2.0), (".", 1.5), (" In", 0.0), ("side", 1.2)]})
+    assert _target({**spec, "k": 5}, pieces) == f"{LABEL} refriger food. side"
+    assert sorted(_target({**spec, "k": 5, "kind": "ig_topk_shuffled"}, pieces).removeprefix(LABEL + " ").split()
+                  ) == ["food.", "refriger", "side"]
 
 
 def test_sweep_expands_into_named_ablations_and_experiments():
@@ -170,7 +181,8 @@ def test_sweep_expands_into_named_ablations_and_experiments():
 
 
 COT_BEFORE_ROWS = [{"id": f"q{i}", "source": f"Question: where is item {i}?\nAnswer:",
-                    "target": f"Because item {i} is kept cold in the fridge. [FIN_LABEL] B [FIN_LABEL]", "label": "B"}
+                    "target": f"Because item {i} is kept cold in the piñata 🍬. [FIN_LABEL] B [FIN_LABEL]",
+                    "label": "B"}
                    for i in range(3)]
 
 
@@ -184,10 +196,11 @@ def test_attribution_on_a_tiny_model(tiny_gpt2, method):
     model = AutoModelForCausalLM.from_pretrained(tiny_gpt2)
     first = attribute(model, tok, COT_BEFORE_ROWS, method, n_steps=8, batch_size=2, internal_batch_size=4)
     again = attribute(model, tok, COT_BEFORE_ROWS[::-1], method, n_steps=8, batch_size=3)
-    n_tokens = len(tok(" Because item 0 is kept cold in the fridge.")["input_ids"])
+    rationale = " Because item 0 is kept cold in the piñata 🍬."
     q0 = first[first.id == "q0"]
-    assert list(q0["position"]) == list(range(n_tokens)) and "".join(q0["token"]).strip() == (
-        "Because item 0 is kept cold in the fridge.")
+    # each token's own stretch of the text, whitespace before it included (the candy's 3 byte tokens: " 🍬", "", "")
+    assert list(q0["position"]) == list(range(len(tok(rationale)["input_ids"])))
+    assert "".join(q0["token"]) == rationale and {" pi", "ñ", "ata", " 🍬", ""} <= set(q0["token"])
     assert np.isfinite(first["score"]).all() and first["score"].abs().sum() > 0
     merged = first.merge(again, on=["id", "position"])
     assert len(merged) == len(first) and np.allclose(merged["score_x"], merged["score_y"], atol=1e-5)

@@ -262,7 +262,9 @@ def mask(example: dict, rationale: str | None, label: str, params: dict, rng: np
     return _place(masked, label, params["position"])
 
 
-@register("filler", label_first=False, needs_rationale=False, params={
+# revision 2: the targets rebuild, so their fine-tunes rerun with `training.target_text` (a special-token filler
+# no longer preceded by a space token of its own)
+@register("filler", label_first=False, needs_rationale=False, revision=2, params={
     "k": Param(int, minimum=0, doc="number of filler tokens before the label"),
     "fallback": Param(str, ".", doc="filler for a student whose tokenizer has no unk token distinct from EOS")})
 def filler(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator,
@@ -327,28 +329,34 @@ IG_PARAMS = {
 
 
 def _top_tokens(example: dict, params: dict, res: Resources) -> list[str]:
+    """The kept tokens as words: each token's text (`attribution.token_texts`) where kept, a word break where
+    dropped, so kept pieces of one word join up again and a piece whose neighbours were dropped stands alone."""
     scored = res.attribution.get(str(example["id"]))
     if scored is None:
         raise ValueError(f"no attribution scores for row id {example['id']!r}: files do not align")
-    words = [(w.strip(), s) for w, s in scored if w.strip()]  # whitespace tokens carry no word
-    top = sorted(np.argsort([-s for _, s in words], kind="stable")[:params["k"]])
-    return [words[i][0] for i in top]
+    ranked = [i for i, (text, _) in enumerate(scored) if text.strip()]  # whitespace tokens carry no word
+    keep = {ranked[j] for j in np.argsort([-scored[i][1] for i in ranked], kind="stable")[:params["k"]]}
+    return "".join(text if i in keep else " " if text else "" for i, (text, _) in enumerate(scored)).split()
 
 
-@register("ig_topk", label_first=True, params=IG_PARAMS, needs=("attribution",), normalise=_ig_normalise)
+@register("ig_topk", label_first=True, params=IG_PARAMS, needs=("attribution",), normalise=_ig_normalise,
+          revision=2)  # 2: kept pieces of a word written as one word, not space-separated
 def ig_topk(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator,
             res: Resources) -> str:
     """The ``k`` rationale tokens with the highest attribution to the gold label (on the CoT-before model), in
     their original order, after the label (Table 3). Highest by signed score: tokens that push the label's
     probability up, not those that push it down (the paper does not say; its word "important" reads as the
-    former)."""
+    former). Tokens are written as the rationale has them: adjacent kept pieces of a word (``refriger``,
+    ``ators``) and a word with its punctuation as one word, a piece kept without its neighbours as a word of its
+    own (a text target cannot hold a word's inner piece otherwise; re-tokenized it may become another token)."""
     return _after(label, _top_tokens(example, params, res))
 
 
-@register("ig_topk_shuffled", label_first=True, params=IG_PARAMS, needs=("attribution",), normalise=_ig_normalise)
+@register("ig_topk_shuffled", label_first=True, params=IG_PARAMS, needs=("attribution",), normalise=_ig_normalise,
+          revision=2)  # 2: as ig_topk's
 def ig_topk_shuffled(example: dict, rationale: str | None, label: str, params: dict, rng: np.random.Generator,
                      res: Resources) -> str:
-    """`ig_topk`'s tokens shuffled per instance (Table 3)."""
+    """`ig_topk`'s words (pieces of one word stay together) shuffled per instance (Table 3)."""
     words = _top_tokens(example, params, res)
     return _after(label, [words[i] for i in rng.permutation(len(words))])
 

@@ -52,7 +52,8 @@ def overlap(human: dict[str, list[str]], reference: dict[str, list[str]]) -> dic
     """Precision and recall of human words against reference words (the paper: IG tokens), over the ids both
     have: micro-averaged over lower-cased word types per example, as counts so they can be pooled. Both sides go
     through `words_of`, so punctuation around a word does not keep it from matching and a token that is only
-    punctuation (an IG ``.``) is no word; subword pieces of the student's tokenizer stay as they are."""
+    punctuation (an IG ``.``) is no word; an IG piece kept without the rest of its word (`ablations.ig_topk`)
+    stays a piece."""
     ids = sorted(set(human) & set(reference))
     hit = n_human = n_ref = 0
     for i in ids:

@@ -11,8 +11,12 @@ tokens, and every rationale token gets the sum over embedding dimensions of its 
   baseline. Examples are batched, and captum batches their interpolation steps (``internal_batch_size``).
 - ``input_x_gradient``: embedding times gradient, one backward pass per batch: the cheap variant for CPU runs.
 
-Output: one Parquet row per (example, rationale token): ``id, position, token, score`` (token is the decoded
-text of one token), and a stats JSON with the cost per example.
+Output: one Parquet row per (example, rationale token): ``id, position, token, score``, and a stats JSON with the
+cost per example. ``token`` is the stretch of the rationale text the token covers, with the whitespace before it
+(from the tokenizer's offsets), so an example's tokens joined give back its rationale exactly: a piece that
+continues a word has no leading space, which `ablations.ig_topk` needs to write pieces back as words. (Decoding
+each token alone loses that: SentencePiece tokenizers drop the space of a word's first piece, and byte-level
+ones write half a character as U+FFFD.) `config.ATTRIBUTION_REVISION` counts changes of this content.
 """
 
 from __future__ import annotations
@@ -46,15 +50,30 @@ def split_cot_before(target: str, label: str, row_id: str) -> str:
     return target[:-len(tail)].strip()
 
 
-def _encode(tok, source: str, rationale: str, label: str, max_source: int, head: int) -> tuple[list[int], int, int,
-                                                                                               int]:
-    """(ids, rationale start, rationale end, label start): the pieces tokenized apart, so spans are exact."""
+def token_texts(tok, text: str) -> tuple[list[int], list[str]]:
+    """(ids, texts) of `text`: each token's stretch of it, from the end of the token before (whitespace
+    included); a token inside a character it shares with the token before gets ''. Joined, the texts give `text`
+    up to its last token's end."""
+    if not tok.is_fast:
+        raise ValueError(f"attribution needs a fast tokenizer (character offsets); {type(tok).__name__} is not one")
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    texts, last = [], 0
+    for _, end in enc["offset_mapping"]:
+        texts.append(text[last:max(end, last)])
+        last = max(end, last)
+    return enc["input_ids"], texts
+
+
+def _encode(tok, source: str, rationale: str, label: str, max_source: int,
+            head: int) -> tuple[list[int], int, int, int, list[str]]:
+    """(ids, rationale start, rationale end, label start, rationale token texts): the pieces tokenized apart, so
+    spans are exact."""
     src = cut_source(tok(source, add_special_tokens=True)["input_ids"], max_source, head)
-    rat = tok(" " + rationale, add_special_tokens=False)["input_ids"]
+    rat, texts = token_texts(tok, " " + rationale)
     mark = tok(" " + MARK, add_special_tokens=False)["input_ids"]
     lab = tok(" " + label, add_special_tokens=False)["input_ids"]
     ids = src + rat + mark + lab
-    return ids, len(src), len(src) + len(rat), len(src) + len(rat) + len(mark)
+    return ids, len(src), len(src) + len(rat), len(src) + len(rat) + len(mark), texts
 
 
 def attribute(model, tok, rows: list[dict], method: str = "integrated_gradients", n_steps: int = 50,
@@ -89,7 +108,7 @@ def attribute(model, tok, rows: list[dict], method: str = "integrated_gradients"
         mask = torch.zeros((len(idx), width), dtype=torch.long)
         tmask = torch.zeros((len(idx), width))
         for j, i in enumerate(idx):
-            seq, _, _, lab = encoded[i]
+            seq, _, _, lab, _ = encoded[i]
             ids[j, :len(seq)], mask[j, :len(seq)], tmask[j, lab:len(seq)] = torch.tensor(seq), 1, 1.0
         ids, mask, tmask = ids.to(device), mask.to(device), tmask.to(device)
         embeds = emb(ids).detach().requires_grad_()
@@ -103,9 +122,9 @@ def attribute(model, tok, rows: list[dict], method: str = "integrated_gradients"
         if not np.isfinite(scores).all():
             raise FloatingPointError(f"non-finite attribution for row ids {[rows[i]['id'] for i in idx]}")
         for j, i in enumerate(idx):
-            seq, a, b, _ = encoded[i]
-            out += [{"id": rows[i]["id"], "position": p, "token": tok.decode([seq[a + p]]),
-                     "score": float(scores[j, a + p])} for p in range(b - a)]
+            _, a, b, _, texts = encoded[i]
+            out += [{"id": rows[i]["id"], "position": p, "token": texts[p], "score": float(scores[j, a + p])}
+                    for p in range(b - a)]
     return pd.DataFrame(out, columns=COLUMNS)
 
 

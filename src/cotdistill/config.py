@@ -435,6 +435,9 @@ def targets_params(config: dict, ablation: str, teacher: str | None = None) -> d
 
 ATTRIBUTION_METHODS = ABLATIONS.get("ig_topk").params["method"].choices  # the attribution rule's method wildcard
 ATTRIBUTION = "results/attribution/{dataset}/{teacher}/{student}/{ablation}/seed{seed}/{method}-{steps}"
+# The attribution rule's params: raised when what `attribution.attribute` writes changes, so the files rebuild
+# (2: each token's text span with its leading whitespace, not the token decoded alone).
+ATTRIBUTION_REVISION = 2
 
 
 def attribution_prefix(config: dict, dataset: str, teacher: str, ablation: str) -> str:

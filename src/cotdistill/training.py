@@ -58,8 +58,9 @@ class OverlongTargetError(ValueError):
 def encode(tokenizer, sources: list[str], targets: list[str], marker_ends: list[int], max_source: int,
            max_target: int, ids: list[str] | None = None, overlong: str = "error",
            keep_prefix: str = "", encoder_decoder: bool = False) -> tuple[dict, list[str]]:
-    """input_ids = source + " " + target + eos, labels masked (-100) over the source; returns (encoded, dropped).
-    With `encoder_decoder`, input_ids = the source and labels = " " + target + eos (the decoder's sequence).
+    """input_ids = source + " " + target + eos (`target_text`), labels masked (-100) over the source; returns
+    (encoded, dropped). With `encoder_decoder`, input_ids = the source and labels = " " + target + eos (the
+    decoder's sequence).
 
     A source longer than `max_source` keeps its end (the part next to the answer), the special tokens the tokenizer
     puts first (a BOS, which the model sees at evaluation), and its start where every source begins with
@@ -79,9 +80,9 @@ def encode(tokenizer, sources: list[str], targets: list[str], marker_ends: list[
         if not src.startswith(keep_prefix):
             raise ValueError(f"source of row id {rid!r} does not start with the task prefix {keep_prefix!r}")
         s = cut_source(tokenizer(src, add_special_tokens=True)["input_ids"], max_source, head)
-        t = tokenizer(" " + tgt, add_special_tokens=False)["input_ids"] + eos
+        t = tokenizer(target_text(tokenizer, tgt), add_special_tokens=False)["input_ids"] + eos
         if len(t) > max_target:
-            need = len(tokenizer(" " + tgt[:end], add_special_tokens=False)["input_ids"])
+            need = len(tokenizer(target_text(tokenizer, tgt[:end]), add_special_tokens=False)["input_ids"])
             if need > max_target:
                 if overlong == "error":
                     raise OverlongTargetError(
@@ -103,6 +104,13 @@ def cut_source(ids: list[int], max_source: int, head: int) -> list[int]:
     return ids[:head] + ids[len(ids) - (max_source - head):] if len(ids) > max_source else ids
 
 
+def target_text(tokenizer, target: str) -> str:
+    """A target as it follows its source: after a space, as words follow a prompt, except when it starts with a
+    special token (a filler such as SmolLM2's ``<|endoftext|>``), before which the space would be a token of its
+    own, one more content-free token than the filler count says."""
+    return target if target.startswith(tuple(tokenizer.all_special_tokens)) else " " + target
+
+
 def leading_specials(tokenizer) -> int:
     """How many special tokens (BOS and the like) the tokenizer puts before a text."""
     ids = tokenizer("a", add_special_tokens=True)["input_ids"]
@@ -113,7 +121,7 @@ def validation_budget(tokenizer, targets: pd.DataFrame, max_target: int, margin:
     """New tokens validation generates for models that write something before the label: as many as the longest
     target needs up to its closing marker (plus a margin), at most `max_target`. A model that has not yet learned
     to close the label would otherwise generate `max_target` tokens for every example (filler targets need ~20)."""
-    need = max(len(tokenizer(" " + t[:e], add_special_tokens=False)["input_ids"])
+    need = max(len(tokenizer(target_text(tokenizer, t[:e]), add_special_tokens=False)["input_ids"])
                for t, e in zip(targets["target"], marker_ends(targets), strict=True))
     return min(max_target, need + margin)
 
