@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cotdistill import ablations
+from cotdistill import ablations, evaluation
 from cotdistill import config as cfg
 from cotdistill.ablations import Resources, fill, student_filler
 from cotdistill.annotations import overlap, read_human_words
@@ -57,6 +57,8 @@ def test_filler_placeholder_and_each_students_token():
         enc, _ = encode(tok, ["Q:"], [filled], [len(filled)], 64, 64)
         labels = [t for t in enc["labels"][0] if t != -100]
         assert labels[:3] == [filler_id] * 3 and tok.decode(labels[3:]).startswith(" [FIN_LABEL] B")
+        # and calibration scores the candidates in the context training gave (not after a space token)
+        assert evaluation.candidates_after_text(tok, ROW, "letter", labels) is not None
 
 
 def test_filler_targets_in_training_keep_label_spans():

@@ -262,7 +262,7 @@ def mask(example: dict, rationale: str | None, label: str, params: dict, rng: np
     return _place(masked, label, params["position"])
 
 
-# revision 2: the targets rebuild, so their fine-tunes rerun with `training.target_text` (a special-token filler
+# revision 2: the targets rebuild, so their fine-tunes rerun with `ablations.target_text` (a special-token filler
 # no longer preceded by a space token of its own)
 @register("filler", label_first=False, needs_rationale=False, revision=2, params={
     "k": Param(int, minimum=0, doc="number of filler tokens before the label"),
@@ -274,6 +274,14 @@ def filler(example: dict, rationale: str | None, label: str, params: dict, rng: 
     distinct token (Gemma ``<unk>``, SmolLM2 ``<|endoftext|>``), else by ``fallback`` (GPT-2, whose unk is its EOS
     ``<|endoftext|>``: an EOS filler would end generation before the label): `student_filler`."""
     return UNK * params["k"] + " " + wrap_label(label) if params["k"] else wrap_label(label)
+
+
+def target_text(tokenizer: Any, target: str) -> str:
+    """A target as it follows its source, in training and in every scoring: after a space, as words follow a
+    prompt, except when it starts with a special token (a filler such as SmolLM2's ``<|endoftext|>``), before
+    which the space would be a token of its own, one more content-free token than the filler count says."""
+    specials = tuple(t for t in tokenizer.all_special_tokens if t)
+    return target if specials and target.startswith(specials) else " " + target
 
 
 def student_filler(tokenizer: Any, fallback: str, stop_ids: Any = None) -> tuple[str, bool]:

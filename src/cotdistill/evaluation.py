@@ -183,10 +183,10 @@ def stop_rule(model, tokenizer, stop_at_marker: bool = True) -> Callable[[list[i
 
 
 def target_prefix_ids(tokenizer, text: str) -> list[int]:
-    """The ids a target starting with `text` starts with, as training tokenizes targets (`" " + target`): the
-    tokens of `text` that stay the same whatever follows it."""
-    alone = tokenizer(" " + text, add_special_tokens=False)["input_ids"]
-    followed = tokenizer(" " + text + " x", add_special_tokens=False)["input_ids"]
+    """The ids a target starting with `text` starts with, as training tokenizes targets
+    (`ablations.target_text`): the tokens of `text` that stay the same whatever follows it."""
+    alone = tokenizer(ablations.target_text(tokenizer, text), add_special_tokens=False)["input_ids"]
+    followed = tokenizer(ablations.target_text(tokenizer, text) + " x", add_special_tokens=False)["input_ids"]
     pairs = enumerate(zip(alone, followed, strict=False))
     n = next((i for i, (a, b) in pairs if a != b), min(len(alone), len(followed)))
     return alone[:n]
@@ -313,14 +313,16 @@ def token_batches(order: list[int], sizes: list[int], batch_size: int, max_token
 
 
 def continuation_ids(tokenizer, continuation: str, closing: str = "") -> list[int]:
-    """Token ids of ``" " + continuation`` as training tokenizes targets, and with a `closing` string the first token
-    of it written after the continuation (in context, so a token merging the two counts): the end of a label is
-    then scored by the model's start of its closing marker, not by every token of that marker, which follows it
-    almost surely and would cost as much again as the label."""
-    ids = tokenizer(" " + continuation, add_special_tokens=False)["input_ids"]
+    """Token ids of ``" " + continuation`` as training tokenizes targets (`ablations.target_text`: no space before
+    a special-token filler), and with a `closing` string the first token of it written after the continuation (in
+    context, so a token merging the two counts): the end of a label is then scored by the model's start of its
+    closing marker, not by every token of that marker, which follows it almost surely and would cost as much again
+    as the label."""
+    text = ablations.target_text(tokenizer, continuation)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if not closing:
         return ids
-    whole = tokenizer(" " + continuation + closing, add_special_tokens=False)["input_ids"]
+    whole = tokenizer(text + closing, add_special_tokens=False)["input_ids"]
     same = next((k for k, (a, b) in enumerate(zip(ids, whole)) if a != b), min(len(ids), len(whole)))
     return whole[:same + 1]
 

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from . import io
-from .ablations import MARK, fill, student_filler, wrap_label
+from .ablations import MARK, fill, student_filler, target_text, wrap_label
 from .config import student_identity, training_identity
 from .defaults import TRAINING as DEFAULTS
 from .evaluation import extract_label, generate, label_budget, same_label
@@ -58,8 +58,8 @@ class OverlongTargetError(ValueError):
 def encode(tokenizer, sources: list[str], targets: list[str], marker_ends: list[int], max_source: int,
            max_target: int, ids: list[str] | None = None, overlong: str = "error",
            keep_prefix: str = "", encoder_decoder: bool = False) -> tuple[dict, list[str]]:
-    """input_ids = source + " " + target + eos (`target_text`), labels masked (-100) over the source; returns
-    (encoded, dropped). With `encoder_decoder`, input_ids = the source and labels = " " + target + eos (the
+    """input_ids = source + " " + target + eos (`ablations.target_text`), labels masked (-100) over the source;
+    returns (encoded, dropped). With `encoder_decoder`, input_ids = the source and labels = " " + target + eos (the
     decoder's sequence).
 
     A source longer than `max_source` keeps its end (the part next to the answer), the special tokens the tokenizer
@@ -102,13 +102,6 @@ def encode(tokenizer, sources: list[str], targets: list[str], marker_ends: list[
 def cut_source(ids: list[int], max_source: int, head: int) -> list[int]:
     """A source cut to `max_source` tokens: its first `head` (BOS, a task prefix) and its end, next to the answer."""
     return ids[:head] + ids[len(ids) - (max_source - head):] if len(ids) > max_source else ids
-
-
-def target_text(tokenizer, target: str) -> str:
-    """A target as it follows its source: after a space, as words follow a prompt, except when it starts with a
-    special token (a filler such as SmolLM2's ``<|endoftext|>``), before which the space would be a token of its
-    own, one more content-free token than the filler count says."""
-    return target if target.startswith(tuple(tokenizer.all_special_tokens)) else " " + target
 
 
 def leading_specials(tokenizer) -> int:
