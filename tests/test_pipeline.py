@@ -316,7 +316,9 @@ def test_cost_report_reads_the_finished_run_and_extrapolates_the_paper_grid(fini
     table = cost.measured(config, workdir / "results").set_index(["experiment", "rule"])
     assert table.loc[("table1", "finetune"), "jobs"] == table.loc[("table1", "evaluate"), "jobs"] == "8/8"
     assert table.loc[("teach", "rationales"), "jobs"] == "1/1"
-    assert (table["wall_min"] > 0).all() and (table["cpu_min"] > 0).all()
+    # a precomputed teacher's rationales job can use under the benchmark's CPU-time resolution on a fast CPU
+    assert (table["wall_min"] > 0).all() and (table["cpu_min"] >= 0).all()
+    assert (table.loc[[("table1", "finetune"), ("table1", "evaluate")], "cpu_min"] > 0).all()
     metrics = [json.loads(p.read_text()) for p in (workdir / "results/models").glob("*/*/*/*/seed0/train_metrics.json")]
     assert table.loc[("table1", "finetune"), "tokens"] == sum(m["tokens_seen"] for m in metrics)
 
